@@ -1,0 +1,29 @@
+"""edgeprune: test-time block pruning and distillation (TT-MPD) of image classifiers."""
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Lazy: `import edgeprune` stays cheap (no torch import) for `edgeprune --version`.
+    if name == "adapt":
+        from .adapt import adapt
+
+        return adapt
+    if name == "AdaptResult":
+        from .adapt import AdaptResult
+
+        return AdaptResult
+    if name in ("run_profile", "load_profile"):
+        from . import profile
+
+        return getattr(profile, name)
+    if name in ("load_model", "find_blocks", "remove_blocks", "load_manifest"):
+        from . import blocks, surgery, zoo
+
+        for mod in (zoo, blocks, surgery):
+            if hasattr(mod, name):
+                return getattr(mod, name)
+    raise AttributeError(name)
+
+
+__all__ = ["adapt", "AdaptResult", "run_profile", "load_profile", "load_model", "find_blocks", "remove_blocks", "load_manifest"]

@@ -1,0 +1,340 @@
+"""``edgeprune.adapt``: test-time pruning + distillation from an image stream (the field job).
+
+Flow: profile + model -> images -> block scores -> plan -> surgery -> pseudo-labels ->
+distillation -> manifest, ONNX (+ parity), TensorRT engine where possible -> report.
+Everything is written into a temporary folder and published at the end (outputs.py).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .blocks import find_blocks
+from .criteria import CRITERIA, ScoringContext
+from .distill import DistillConfig, distill
+from .errors import EdgepruneError, ExportError, ModelError, ProfileError, UsageError
+from .evaluate import accuracy, agreement, predict
+from .images import load_images, normalise, require_images, split_indices
+from .outputs import AtomicOutputDir, check_output_dir
+from .plan import LS_FLOOR, floor_savings, make_plan
+from .progress import CollectingReporter, Reporter
+from .pseudo_labels import build_pseudo_labels
+from .report import write_json, write_report
+from .staging import split
+from .surgery import remove_blocks, save_manifest
+from .zoo import RANDOM, canonical_name, load_model
+
+DEFAULT_BLOCKS = 3  # the short form's plan when no --blocks/--target-saving/--latency-budget-ms
+MIN_IMAGES = 16  # fewer usable images than this: refuse (scoring and held-out need some)
+PARITY_MIN_AGREEMENT = 0.99
+PARITY_ATOL = 1e-3  # max |logit difference| PyTorch vs ONNX Runtime, fp32
+PARITY_IMAGES = 256
+
+
+@dataclass
+class AdaptResult:
+    output: Path
+    report: dict
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def removed_blocks(self) -> list[str]:
+        return self.report["removed_blocks"]
+
+
+def default_profiles_root() -> Path:
+    return Path(os.environ.get("EDGEPRUNE_PROFILES", "profiles"))
+
+
+def resolve_profile(model: str | None, profile: str | os.PathLike | None, reporter: Reporter) -> tuple[str, Path]:
+    """The (model, profile path) to use; the short form picks this device's recorded profile."""
+    from .profile import find_device_profiles, load_profile
+
+    if profile is not None:
+        path = Path(profile)
+        prof = load_profile(path)
+        return canonical_name(model or prof["model"]), path
+    root = default_profiles_root()
+    candidates = find_device_profiles(root)
+    if model is not None:
+        candidates = [p for p in candidates if canonical_name(load_profile(p)["model"]) == canonical_name(model)]
+    if not candidates:
+        what = f"for {model} " if model else ""
+        raise ProfileError(
+            f"no latency profile {what}recorded for this device under {root}/",
+            f"run `edgeprune profile --model {model or 'NAME'}` first, or pass --profile PATH",
+        )
+    if len(candidates) > 1:
+        listing = "; ".join(str(p) for p in candidates)
+        raise ProfileError(f"several profiles recorded for this device: {listing}", "choose one with --profile (or --model)")
+    chosen = candidates[0]
+    prof = load_profile(chosen)
+    reporter.info(f"using profile {chosen} (model {prof['model']})")
+    return canonical_name(model or prof["model"]), chosen
+
+
+def _validate(steps, batch, lr, prune_images, finetune_images, blocks):
+    if steps <= 0:
+        raise UsageError(f"--steps must be positive, got {steps}")
+    if batch <= 0:
+        raise UsageError(f"--batch must be positive, got {batch}")
+    if not lr > 0:
+        raise UsageError(f"--lr must be positive, got {lr}")
+    if prune_images <= 0 or finetune_images <= 0:
+        raise UsageError("--prune-images and --finetune-images must be positive")
+    if blocks is not None and blocks <= 0:
+        raise UsageError(f"--blocks must be at least 1, got {blocks}")
+
+
+def adapt(
+    images: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    model: str | None = None,
+    profile: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    blocks: int | None = None,
+    target_saving: float | None = None,
+    latency_budget_ms: float | None = None,
+    criterion: str = "ttmpd",
+    prune_images: int = 64,
+    finetune_images: int = 1000,
+    steps: int = 500,
+    batch: int = 64,
+    lr: float = 0.02,
+    seed: int = 0,
+    force: bool = False,
+    dynamic_batch: bool = False,
+    allow_device_mismatch: bool = False,
+    tensorrt: bool | None = None,
+    measure_latency: bool = True,
+    reporter: Reporter | None = None,
+) -> AdaptResult:
+    """Prune and distil a pretrained model on unlabeled images; write deployable artifacts.
+
+    Args:
+        images: folder searched recursively; class sub-folders give accuracy too.
+        output: artifact folder (refused when non-empty unless ``force``); default
+            ``edgeprune-out/<model>-<time>``.
+        model, profile: either may be omitted: the profile recorded for this device decides.
+        blocks / target_saving / latency_budget_ms: how much to prune (default 3 blocks).
+        tensorrt: build a TensorRT engine; None = when tensorrt and CUDA are present.
+    Returns:
+        AdaptResult with the output folder and the report dictionary (report.json).
+    """
+    from .profile import block_savings, check_profile_matches, load_profile
+
+    rep = CollectingReporter(reporter)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    _validate(steps, batch, lr, prune_images, finetune_images, blocks)
+    CRITERIA.get(criterion)  # unknown criterion: fail before any work
+    model_name, profile_path = resolve_profile(model, profile, rep)
+    prof = load_profile(profile_path)
+    if blocks is None and target_saving is None and latency_budget_ms is None:
+        blocks = DEFAULT_BLOCKS
+        rep.info(f"no plan given: removing {DEFAULT_BLOCKS} blocks (use --blocks/--target-saving/--latency-budget-ms)")
+    if output is None:
+        output = Path("edgeprune-out") / f"{model_name.replace(':', '_')}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        rep.info(f"writing to {output}")
+    output = Path(output)
+    check_output_dir(output, force)
+
+    # -- load
+    rep.stage("load")
+    teacher, entry, source = load_model(model_name, weights)
+    if source == RANDOM:
+        raise ModelError("refusing to adapt a model with random weights", "pass --weights PATH")
+    resolution = int(prof["resolution"])
+    example = torch.zeros(1, entry.in_chans, resolution, resolution)
+    all_blocks = find_blocks(teacher, entry, example)
+    from .fingerprint import device_fingerprint, device_slug
+
+    for w in check_profile_matches(prof, model_name, [b.name for b in all_blocks], resolution,
+                                   device_slug(device_fingerprint("cpu")), allow_device_mismatch):
+        rep.warn(w)
+    for w in prof.get("warnings", []):
+        rep.warn(f"profile: {w}")
+    imgs = load_images(images, resolution, entry.crop_pct,
+                       progress=lambda d, t: rep.progress("reading images", d, t))
+    for s in imgs.skipped:
+        rep.warn(f"skipped {s['path']}: {s['reason']}")
+    require_images(imgs, MIN_IMAGES)
+    parts = split_indices(len(imgs.pixels), prune=prune_images, finetune=max(finetune_images - prune_images, 0), seed=seed,
+                          minimum=MIN_IMAGES)
+    for w in parts.warnings:
+        rep.warn(w)
+    finetune_idx = list(parts.prune) + list(parts.finetune)  # prune images are also fine-tune images
+    held = list(parts.held_out)
+    timings["load"] = time.perf_counter() - t0
+
+    # -- scoring
+    t = time.perf_counter()
+    rep.stage("scoring")
+    savings_raw = block_savings(prof)
+    savings, floored = floor_savings(savings_raw)
+    for name in floored:
+        rep.warn(f"block {name}: profiled saving {savings_raw[name]:.4f} <= 0, floored to {LS_FLOOR} (LS floor)")
+    stages = split(teacher, entry.staging)
+    prune_x = normalise(imgs.pixels[parts.prune], entry.mean, entry.std)
+    ctx = ScoringContext(teacher, entry, all_blocks, prune_x, savings, stages, seed=seed, batch_size=batch)
+    scored = CRITERIA.get(criterion)().score(ctx)
+    plan = make_plan(scored.scores, savings_raw, k=blocks, target_saving=target_saving,
+                     latency_budget_ms=latency_budget_ms, base_ms=prof["base"]["median_ms"])
+    timings["scoring"] = time.perf_counter() - t
+    rep.info(f"removing {len(plan.removed)} blocks: {', '.join(plan.removed)} (predicted saving {plan.predicted_saving:.1%})")
+
+    # -- pseudo-labels (reusing the scoring pass's features of the prune images)
+    t = time.perf_counter()
+    rep.stage("pseudo-labels")
+    reuse = {}
+    if scored.teacher_features is not None:
+        reuse = {i: scored.teacher_features[i] for i in range(len(parts.prune))}
+    ft_pixels = imgs.pixels[finetune_idx]
+    store = build_pseudo_labels(teacher, entry, ft_pixels, batch_size=batch, reuse=reuse,
+                                progress=lambda d, tot: rep.progress("pseudo-labels", d, tot))
+    timings["pseudo_labels"] = time.perf_counter() - t
+
+    # -- distillation
+    t = time.perf_counter()
+    rep.stage("distillation")
+    student = remove_blocks(teacher, plan.removed)
+    held_px = imgs.pixels[held]
+    held_labels = imgs.labels[held] if imgs.labels is not None else None
+    pred_orig = predict(teacher, entry, held_px, batch)
+    pred_before = predict(student, entry, held_px, batch)
+    cfg = DistillConfig(steps=steps, batch_size=batch, lr=lr, seed=seed)
+    try:
+        dres = distill(student, entry, ft_pixels, store, cfg,
+                       progress=lambda s, n, loss: rep.progress("distillation", s, n, loss=loss))
+    finally:
+        store.close()
+    if dres.stopped_nonfinite:
+        rep.warn(f"non-finite loss: distillation stopped, weights after {dres.restored_step} updates restored")
+    pred_after = predict(student, entry, held_px, batch)
+    timings["finetune"] = time.perf_counter() - t
+
+    errors: list[str] = []
+    report: dict = {}
+    with AtomicOutputDir(output, force) as tmp:
+        t = time.perf_counter()
+        rep.stage("export")
+        save_manifest(tmp / "model.pt", student, model_name, source, plan.removed, resolution=resolution,
+                      criterion=criterion, seed=seed)
+        onnx_info = _export_and_check(student, teacher, entry, resolution, int(prof.get("batch", 1)), held_px,
+                                      tmp, dynamic_batch, tensorrt, measure_latency, rep, errors)
+        timings["export"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        details = scored.details
+        report = {
+            "model": model_name,
+            "weights_source": source,
+            "profile": str(profile_path),
+            "criterion": criterion,
+            "k": len(plan.removed),
+            "plan": {"mode": plan.mode, "target": plan.target},
+            "removed_blocks": plan.removed,
+            "block_scores": [{"name": b.name, "noise": details.get(b.name, {}).get("noise"), "capacity_gap": b.capacity_gap,
+                              "latency_saving": savings[b.name], "latency_saving_profiled": savings_raw[b.name],
+                              "importance": scored.scores[b.name]} for b in all_blocks],
+            "ls_floor": {"value": LS_FLOOR, "floored_blocks": floored},
+            "predicted_saving": plan.predicted_saving,
+            "measured_saving": onnx_info.get("measured_saving"),
+            "measured_latency": onnx_info.get("measured_latency", {}),
+            "fidelity": {
+                "held_out": len(held),
+                "agreement_before": agreement(pred_before, pred_orig),
+                "agreement_after": agreement(pred_after, pred_orig),
+                "accuracy_original": accuracy(pred_orig, held_labels),
+                "accuracy_before": accuracy(pred_before, held_labels),
+                "accuracy_after": accuracy(pred_after, held_labels),
+            },
+            "distillation": {"steps": dres.steps_done, "steps_requested": steps, "batch": min(batch, len(finetune_idx)), "lr": lr,
+                             "final_loss": dres.final_loss, "first_loss": dres.losses[0] if dres.losses else None,
+                             "stopped_nonfinite": dres.stopped_nonfinite, "restored_step": dres.restored_step},
+            "timings": timings,
+            "scoring_forward_equivalents": scored.forward_equivalents,
+            "onnx_parity": onnx_info.get("parity"),
+            "artifacts": onnx_info.get("artifacts", ["model.pt"]),
+            "tensorrt": onnx_info.get("tensorrt"),
+            "images": {"found": imgs.found, "usable": len(imgs.pixels), "prune": len(parts.prune), "finetune": len(finetune_idx),
+                       "held_out": len(held), "labelled": imgs.labels is not None, "skipped": imgs.skipped},
+            "versions": {"edgeprune": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "seed": seed,
+            "warnings": rep.warnings + scored.notes,
+            "errors": errors,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_report(tmp, report)
+    if errors:
+        raise ExportError(f"{errors[0]} (manifest and report saved in {output})")
+    return AdaptResult(output, report, rep.warnings)
+
+
+def _export_and_check(student, teacher, entry, resolution, batch, held_px, folder: Path, dynamic_batch, tensorrt,
+                      measure_latency, rep: Reporter, errors: list[str]) -> dict:
+    """ONNX export + parity gate + measured saving + TensorRT engine; failures recorded, not raised."""
+    from .export import build_tensorrt_engine, check_parity, export_onnx, tensorrt_available
+
+    info: dict = {"artifacts": ["model.pt"]}
+    example = torch.zeros(batch, entry.in_chans, resolution, resolution)
+    try:
+        export_onnx(student, example, folder / "model.onnx", dynamic_batch=dynamic_batch)
+        info["artifacts"].append("model.onnx")
+    except EdgepruneError as exc:
+        errors.append(f"ONNX export failed: {exc}")
+        return info
+    x = normalise(held_px[:PARITY_IMAGES], entry.mean, entry.std)
+    if len(x) and not dynamic_batch:
+        x = x[: (len(x) // batch) * batch] if len(x) >= batch else x.repeat(batch, 1, 1, 1)[:batch]
+    if len(x):
+        par = check_parity(student, folder / "model.onnx", x)
+        info["parity"] = {**par, "atol": PARITY_ATOL, "min_agreement": PARITY_MIN_AGREEMENT}
+        if par["top1_agreement"] < PARITY_MIN_AGREEMENT or par["max_abs_diff"] > PARITY_ATOL:
+            errors.append(f"ONNX parity failed: top-1 agreement {par['top1_agreement']:.3f}, max |diff| {par['max_abs_diff']:.2e}")
+    if measure_latency:
+        info.update(_measure_saving(teacher, student, example, folder, rep))
+    want_trt = tensorrt if tensorrt is not None else (tensorrt_available() and torch.cuda.is_available())
+    if want_trt:
+        try:
+            build_tensorrt_engine(folder / "model.onnx", folder / "model.engine", fp16=True)
+            info["artifacts"] += ["model.engine", "model.engine.json"]
+            info["tensorrt"] = {"built": True, "precision": "fp16"}
+        except EdgepruneError as exc:
+            errors.append(f"TensorRT engine failed: {exc}")
+    else:
+        hint = f"edgeprune export --model {folder.name}/model.pt --tensorrt"
+        info["tensorrt"] = {"built": False, "reason": "tensorrt or CUDA not present here", "build_on_target": hint}
+        rep.info("no TensorRT here: build the engine on the target with `edgeprune export --model OUTPUT/model.pt --tensorrt`")
+    return info
+
+
+def _measure_saving(teacher, student, example, folder: Path, rep: Reporter) -> dict:
+    """ONNX Runtime medians of the exported original vs adapted model, interleaved."""
+    import tempfile
+
+    from .export import export_onnx, ort_session
+    from .timing import measure_interleaved
+
+    with tempfile.TemporaryDirectory(prefix="edgeprune-orig-") as scratch:
+        orig_path = Path(scratch) / "original.onnx"
+        export_onnx(teacher, example, orig_path)
+        feed = example.numpy()
+        runners = {}
+        for key, path in (("original", orig_path), ("adapted", folder / "model.onnx")):
+            sess = ort_session(path)
+            name = sess.get_inputs()[0].name
+            runners[key] = (lambda s=sess, n=name: s.run(None, {n: feed}))
+        stats = measure_interleaved(runners, progress=lambda d, t: rep.progress("measuring latency", d, t))
+    base, new = stats["original"].median_ms, stats["adapted"].median_ms
+    return {"measured_saving": (base - new) / base,
+            "measured_latency": {"backend": "onnxruntime-cpu", "original_ms": base, "adapted_ms": new,
+                                 "original_cv": stats["original"].cv, "adapted_cv": stats["adapted"].cv,
+                                 "n": min(stats["original"].n, stats["adapted"].n)}}

@@ -1,0 +1,320 @@
+"""The ``edgeprune`` command line: parses options, calls the Python API, renders with rich.
+
+No logic lives here beyond option parsing and display: each command is one API call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import EdgepruneError, Interrupted
+from .progress import Reporter
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Make a pretrained image classifier faster on the device where it runs, using the images it sees there "
+                       "(TT-MPD: test-time block pruning and distillation).")
+out = Console()  # results
+err = Console(stderr=True)  # progress, warnings, errors
+STATE = {"debug": False}
+
+
+class RichReporter(Reporter):
+    """Progress bars on stderr (one per task), warnings in yellow."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.progress_ui = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                    console=err, transient=False, disable=quiet)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress_ui.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress_ui.__exit__(*exc)
+
+    def stage(self, name):
+        pass
+
+    def progress(self, task, done, total, **info):
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+        if task not in self.tasks:
+            self.tasks[task] = self.progress_ui.add_task(task, total=total, info=text)
+        self.progress_ui.update(self.tasks[task], completed=done, total=total, info=text)
+
+    def warn(self, message):
+        self.progress_ui.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    def info(self, message):
+        if not self.quiet:
+            self.progress_ui.console.print(f"[cyan]info:[/] {message}", highlight=False)
+
+
+def _version(value: bool):
+    if value:
+        out.print(f"edgeprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+):
+    STATE["debug"] = debug
+
+
+def _emit_json(data) -> None:
+    from .report import _clean
+
+    sys.stdout.write(json.dumps(_clean(data), indent=2) + "\n")
+
+
+# ------------------------------------------------------------------ models / blocks
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """List the model zoo (torchvision names, efficientnet_lite0/1/2 with real weights; timm:NAME also works)."""
+    from .zoo import get_entry, names
+
+    rows = [get_entry(n) for n in names()]
+    if as_json:
+        _emit_json([{"name": e.name, "family": e.family, "resolution": e.resolution, "feature_layer": e.feature_layer,
+                     "head": e.head, "notes": e.notes} for e in rows])
+        return
+    table = Table("model", "family", "resolution", "pre-GAP feature layer", "head", "notes")
+    for e in rows:
+        table.add_row(e.name, e.family, str(e.resolution), e.feature_layer, e.head, e.notes)
+    out.print(table)
+
+
+@app.command()
+def blocks(
+    model: str = typer.Option(..., "--model", "-m", help="Zoo name (e.g. mobilenet_v2, resnet34, efficientnet_lite0, timm:NAME)."),
+    resolution: Optional[int] = typer.Option(None, help="Input size used to trace shapes [default: the model's]."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """List the removable blocks of a model with parameter count and capacity gap G_i = (S - S_-i)/S."""
+    import torch
+
+    from .blocks import find_blocks
+    from .zoo import load_model
+
+    net, entry, _ = load_model(model, weights="random")
+    res = resolution or entry.resolution
+    found = find_blocks(net, entry, torch.zeros(1, entry.in_chans, res, res))
+    if as_json:
+        _emit_json({"model": entry.name, "resolution": res, "count": len(found), "blocks": [b.to_dict() for b in found]})
+        return
+    table = Table("#", "block", "type", "params", "capacity gap", "shape", title=f"{entry.name}: {len(found)} removable blocks")
+    for i, b in enumerate(found):
+        table.add_row(str(i), b.name, b.kind, f"{b.params:,}", f"{b.capacity_gap:.4f}", "x".join(map(str, b.shape)))
+    out.print(table)
+
+
+# ------------------------------------------------------------------ profile
+@app.command()
+def profile(
+    model: str = typer.Option(..., "--model", "-m", help="Zoo name; profiling uses random weights (latency does not depend on values)."),
+    backend: str = typer.Option("onnxruntime", help="Latency backend: onnxruntime | torch | tensorrt."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    resolution: Optional[int] = typer.Option(None, help="Input resolution [default: the model's]; must match the field images' resolution used by adapt."),
+    batch: int = typer.Option(1, help="Batch size of the timed inference."),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 (fp16 needs CUDA)."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Seconds of timing after warm-up [default: scaled to the model]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Profile JSON path [default: profiles/<device>/<model>-<backend>-<precision>-b<batch>-r<res>.json]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile JSON instead of a table."),
+):
+    """Measure the latency saving of removing each block on THIS device (run once per target device)."""
+    from .profile import default_profile_path, run_profile, save_profile
+
+    with RichReporter(quiet=as_json) as rep:
+        prof = run_profile(model, backend=backend, device=device, resolution=resolution, batch=batch, precision=precision,
+                           budget_s=budget, progress=lambda d, t: rep.progress("timing variants", d, t))
+        for w in prof.get("warnings", []):
+            rep.warn(w)
+    path = output or default_profile_path(prof, root=os.environ.get("EDGEPRUNE_PROFILES", "profiles"))
+    save_profile(prof, path)
+    if as_json:
+        _emit_json(prof)
+        return
+    table = Table("block", "params", "median ms", "saving", "cv", "n", "flags",
+                  title=f"{prof['model']} on {prof['backend']['name']} ({prof['device'].get('cpu', '')}), "
+                        f"full model {prof['base']['median_ms']:.2f} ms (cv {prof['base']['cv']:.1%})")
+    for b in sorted(prof["blocks"], key=lambda b: -b["saving"]):
+        table.add_row(b["name"], f"{b['params']:,}", f"{b['median_ms']:.2f}", f"{b['saving']:.1%}", f"{b['cv']:.1%}", str(b["n"]),
+                      ", ".join(b.get("flags", [])))
+    out.print(table)
+    add = prof.get("additivity") or {}
+    if add:
+        out.print(f"additivity ({', '.join(add['blocks'])}): predicted {add['predicted_saving']:.1%}, measured {add['measured_saving']:.1%}")
+    out.print(f"profile written to {path}")
+
+
+# ------------------------------------------------------------------ adapt
+@app.command()
+def adapt(
+    images: Path = typer.Option(..., "--images", "-i", help="Folder of field images (searched recursively; class sub-folders add accuracy)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo name [default: from this device's recorded profile]."),
+    weights: Optional[Path] = typer.Option(None, help="State dict of the pretrained model [default: the zoo's local pretrained weights]."),
+    profile: Optional[Path] = typer.Option(None, help="Latency profile JSON [default: the one recorded for this device]."),
+    blocks: Optional[int] = typer.Option(None, "--blocks", "-k", help="Remove K blocks [default: 3 when no other plan is given]."),
+    target_saving: Optional[float] = typer.Option(None, help="Remove the fewest blocks whose predicted saving reaches F (0-1)."),
+    latency_budget_ms: Optional[float] = typer.Option(None, help="Remove blocks until the predicted latency is within M ms."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact folder [default: edgeprune-out/<model>-<time>]."),
+    criterion: str = typer.Option("ttmpd", help="Block-scoring criterion plug-in."),
+    prune_images: int = typer.Option(64, help="Images used to score blocks (also part of the fine-tune set)."),
+    finetune_images: int = typer.Option(1000, help="Images whose teacher features are stored as pseudo-labels."),
+    steps: int = typer.Option(500, help="Distillation SGD steps."),
+    batch: int = typer.Option(64, help="Batch size (scoring, pseudo-labels, distillation)."),
+    lr: float = typer.Option(0.02, help="Learning rate (x0.1 every 40% of the steps)."),
+    seed: int = typer.Option(0, help="Seed of the image split and the training order."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder (only once the new run succeeded)."),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Export ONNX with a dynamic batch axis."),
+    allow_device_mismatch: bool = typer.Option(False, "--allow-device-mismatch", help="Accept a profile measured on another device (warns)."),
+    no_latency: bool = typer.Option(False, "--no-latency", help="Skip measuring the exported models' latency."),
+    as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
+):
+    """Prune and distil a pretrained model on unlabeled field images; write ONNX/TensorRT artifacts and a report."""
+    from .adapt import adapt as run_adapt
+
+    with RichReporter(quiet=as_json) as rep:
+        result = run_adapt(images, output, model=model, profile=profile, weights=weights, blocks=blocks,
+                           target_saving=target_saving, latency_budget_ms=latency_budget_ms, criterion=criterion,
+                           prune_images=prune_images, finetune_images=finetune_images, steps=steps, batch=batch, lr=lr,
+                           seed=seed, force=force, dynamic_batch=dynamic_batch, allow_device_mismatch=allow_device_mismatch,
+                           measure_latency=not no_latency, reporter=rep)
+    if as_json:
+        _emit_json(result.report)
+        return
+    render_adapt_summary(result.report, result.output)
+
+
+def _pct(v):
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def render_adapt_summary(r: dict, output: Path) -> None:
+    f = r["fidelity"]
+    table = Table("", "original", "pruned", "pruned + distilled", title=f"{r['model']}: removed {', '.join(r['removed_blocks'])}")
+    table.add_row("agreement with original (held out)", "100.0%", _pct(f["agreement_before"]), _pct(f["agreement_after"]))
+    if f["accuracy_original"] is not None:
+        table.add_row("accuracy (held out)", _pct(f["accuracy_original"]), _pct(f["accuracy_before"]), _pct(f["accuracy_after"]))
+    lat = r.get("measured_latency") or {}
+    if lat:
+        table.add_row("latency, ONNX Runtime median", f"{lat['original_ms']:.2f} ms", "", f"{lat['adapted_ms']:.2f} ms")
+    table.add_row("latency saving (predicted / measured)", "", _pct(r["predicted_saving"]), _pct(r["measured_saving"]))
+    out.print(table)
+    t = r["timings"]
+    out.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()) +
+              f"; scoring cost {r['scoring_forward_equivalents']:.2f} forward equivalents")
+    out.print(f"artifacts in {output}: {', '.join(r['artifacts'])} + report.json, report.md")
+
+
+# ------------------------------------------------------------------ export / eval
+@app.command()
+def export(
+    model: Path = typer.Option(..., "--model", "-m", help="A pruned model manifest (DIR/model.pt)."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Write model.onnx next to the manifest (with a parity check)."),
+    tensorrt: bool = typer.Option(False, "--tensorrt", help="Build model.engine with TensorRT (needs tensorrt + CUDA)."),
+    fp16: bool = typer.Option(True, "--fp16/--fp32", help="TensorRT precision."),
+    batch: int = typer.Option(1, help="Static batch size of the exported graph."),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="ONNX with a dynamic batch axis."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """Export a pruned model manifest to ONNX and/or a TensorRT engine (run this on the target device)."""
+    from .export_cmd import export_manifest
+
+    result = export_manifest(model, onnx=onnx, tensorrt=tensorrt, fp16=fp16, batch=batch, dynamic_batch=dynamic_batch)
+    if as_json:
+        _emit_json(result)
+        return
+    for k, v in result.items():
+        out.print(f"{k}: {v}")
+
+
+@app.command(name="eval")
+def evaluate(
+    model: str = typer.Option(..., "--model", "-m", help="Zoo name (original model) or a pruned manifest DIR/model.pt."),
+    images: Path = typer.Option(..., "--images", "-i", help="Folder of images (class sub-folders give accuracy)."),
+    weights: Optional[Path] = typer.Option(None, help="State dict for a zoo model [default: local pretrained weights]."),
+    resolution: Optional[int] = typer.Option(None, help="Input resolution [default: the manifest's or the model's]."),
+    latency: bool = typer.Option(True, "--latency/--no-latency", help="Also time the model with ONNX Runtime on this machine."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """Accuracy on labelled folders, else top-1 agreement with the original model; plus latency."""
+    from .eval_cmd import evaluate_model
+
+    with RichReporter(quiet=as_json) as rep:
+        result = evaluate_model(model, images, weights=weights, resolution=resolution, latency=latency, reporter=rep)
+    if as_json:
+        _emit_json(result)
+        return
+    table = Table("metric", "value")
+    for k, v in result.items():
+        if not isinstance(v, (dict, list)):
+            table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    out.print(table)
+
+
+# ------------------------------------------------------------------ demo
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("edgeprune-demo"), help="Where the demo stream, profile and outputs go."),
+    steps: int = typer.Option(300, help="Distillation steps."),
+):
+    """The embedded end-to-end example: a shifted stream of real labelled images, profile, adapt, before/after table."""
+    from .demo import run_demo
+
+    with RichReporter() as rep:
+        result = run_demo(workdir, steps=steps, reporter=rep)
+    render_adapt_summary(result.report, result.output)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app(standalone_mode=False)
+    except EdgepruneError as exc:
+        if STATE["debug"]:
+            traceback.print_exc()
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted:[/] stopped; no partial output was left and earlier output is intact", highlight=False)
+        sys.exit(Interrupted.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(Interrupted.exit_code)
+    except Exception as exc:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if STATE["debug"]:
+            raise
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback and report it)", highlight=False)
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()
