@@ -22,7 +22,7 @@ from .criteria import CRITERIA, ScoringContext
 from .distill import DistillConfig, distill
 from .errors import EdgepruneError, ExportError, ModelError, ProfileError, UsageError
 from .evaluate import accuracy, agreement, predict
-from .images import load_images, normalise, require_images, split_indices
+from .images import load_images, normalise, require_images, split_indices, summarise_skipped
 from .outputs import AtomicOutputDir, check_output_dir
 from .plan import LS_FLOOR, floor_savings, make_plan
 from .progress import CollectingReporter, Reporter
@@ -164,8 +164,8 @@ def adapt(
         rep.warn(f"profile: {w}")
     imgs = load_images(images, resolution, entry.crop_pct,
                        progress=lambda d, t: rep.progress("reading images", d, t))
-    for s in imgs.skipped:
-        rep.warn(f"skipped {s['path']}: {s['reason']}")
+    if imgs.skipped:
+        rep.warn(f"skipped {len(imgs.skipped)} unusable file(s): {summarise_skipped(imgs.skipped)} (listed in report.json)")
     require_images(imgs, MIN_IMAGES)
     parts = split_indices(len(imgs.pixels), prune=prune_images, finetune=max(finetune_images - prune_images, 0), seed=seed,
                           minimum=MIN_IMAGES)

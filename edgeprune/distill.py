@@ -95,7 +95,7 @@ def distill(
         x = normalise(pixels[idx], entry.mean, entry.std)
         target = labels.get(idx).float()
         loss = F.mse_loss(extract_features(student, entry, x).float(), target)
-        value = float(loss)
+        value = float(loss.detach())
         if not math.isfinite(value):
             student.load_state_dict(good)
             result.stopped_nonfinite, result.restored_step = True, good_updates

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .evaluate import accuracy, agreement, predict
-from .images import load_images, require_images
+from .images import load_images, require_images, summarise_skipped
 from .progress import Reporter
 from .surgery import load_manifest
 from .zoo import get_entry, load_model
@@ -31,8 +31,8 @@ def evaluate_model(model: str, images: str | Path, weights=None, resolution: int
         res = resolution or entry.resolution
         original = None
     imgs = load_images(images, res, entry.crop_pct, progress=lambda d, t: rep.progress("reading images", d, t))
-    for s in imgs.skipped:
-        rep.warn(f"skipped {s['path']}: {s['reason']}")
+    if imgs.skipped:
+        rep.warn(f"skipped {len(imgs.skipped)} unusable file(s): {summarise_skipped(imgs.skipped)}")
     require_images(imgs, 1)
     pred = predict(net, entry, imgs.pixels)
     result: dict = {"model": model, "images": len(imgs.pixels), "skipped": len(imgs.skipped), "resolution": res}

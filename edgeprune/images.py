@@ -13,7 +13,7 @@ reason* rather than stopping the run, and nothing in a file is ever executed:
 
 Public API::
 
-    discover_images(root, class_to_index=None) -> (list[Path], list[{"path", "reason"}])
+    discover_images(root) -> (list[Path], list[{"path": str, "reason": str}])
     decode_image(path, resolution, crop_pct=0.875) -> np.ndarray  (uint8, R x R x 3)
     load_images(root, resolution, crop_pct=0.875, limit=None, class_to_index=None, progress=None) -> ImageSet
     require_images(imageset, minimum) -> None                    (ImageError when too few)
@@ -42,7 +42,9 @@ Decoding policy (``decode_image``), the same as torchvision's ``Resize(round(R /
    unrecognised contents, truncated or corrupt data, decompression bombs.
 
 Decoding a valid image is exactly deterministic (pure integer Pillow/libjpeg-turbo paths, no
-randomness, no threads).
+randomness, no threads). ``decode_image`` briefly sets process-wide Pillow/warnings state, so
+decode in parallel with processes, not threads. libtiff may print its own complaints about a
+corrupt TIFF to stderr; the file is still just skipped.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ from .errors import ImageError, UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Pillow format names we let Image.open try; nothing else (no EPS/Ghostscript, no plugins).
-ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "WEBP", "TIFF")
+# (Multi-picture JPEGs from cameras come back from the JPEG plugin as MPO images.)
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")
 MIN_SIDE = 8  # pixels: shorter side below this is rejected (1x1, 3x500 ...)
 MAX_ASPECT = 50.0  # long side / short side above this is rejected
 PILLOW_DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default, used when MAX_IMAGE_PIXELS is None
@@ -162,7 +165,7 @@ def discover_images(root: str | bytes | os.PathLike) -> tuple[list[Path], list[d
     """
     root = _check_root(root)
     skipped: list[dict[str, str]] = []
-    found: list[tuple[tuple[bytes, ...], Path, tuple[int, int]]] = []
+    found: list[tuple[tuple[bytes, ...], Path, tuple[int, int], bool]] = []
 
     def skip(path: Path, reason: str) -> None:
         skipped.append({"path": display_path(path), "reason": reason})
@@ -183,6 +186,7 @@ def discover_images(root: str | bytes | os.PathLike) -> tuple[list[Path], list[d
             path = Path(entry.path)
             name = entry.name
             imagey = _is_image_name(name)
+            is_link = False
             try:
                 is_link = entry.is_symlink()
                 st = os.stat(path)  # follows symlinks
@@ -222,17 +226,22 @@ def discover_images(root: str | bytes | os.PathLike) -> tuple[list[Path], list[d
             except OSError as exc:
                 skip(path, f"unreadable: {_os_reason(exc)}")
                 continue
-            found.append((_sort_key(path.relative_to(root)), path, (st.st_dev, st.st_ino)))
+            found.append((_sort_key(path.relative_to(root)), path, (st.st_dev, st.st_ino), is_link))
         stack.extend(reversed(subdirs))
 
+    # Several links to one file (symlinks, hardlinks): keep one, preferring a non-symlink, then
+    # the first in path order.
     found.sort(key=lambda t: t[0])
+    keep: dict[tuple[int, int], tuple[tuple[bytes, ...], Path, tuple[int, int], bool]] = {}
+    for item in found:
+        if item[2] not in keep or (keep[item[2]][3] and not item[3]):
+            keep[item[2]] = item
     paths: list[Path] = []
-    first_of: dict[tuple[int, int], Path] = {}
-    for _, path, ident in found:
-        if ident in first_of:
-            skip(path, f"same file as {display_path(first_of[ident].relative_to(root))} (link), used once")
+    for key, path, ident, _ in found:
+        chosen = keep[ident]
+        if chosen[0] != key:
+            skip(path, f"duplicate: same file as {display_path(chosen[1].relative_to(root))} (a link), used once")
             continue
-        first_of[ident] = path
         paths.append(path)
     skipped.sort(key=lambda d: os.fsencode(d["path"]))
     if not paths:
@@ -284,6 +293,8 @@ def detect_classes(
     values = list(class_to_index.values())
     if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in values):
         raise UsageError("class_to_index values must be non-negative ints")
+    if values and max(values) > 1_000_000:
+        raise UsageError("class_to_index values must be class indices (at most 1,000,000)")
     classes = [""] * (max(values) + 1 if values else 0)
     for name in sorted(class_to_index, key=lambda n: os.fsencode(n)):
         if not classes[class_to_index[name]]:
@@ -299,6 +310,18 @@ def detect_classes(
 
 
 # ---------------------------------------------------------------------------- decoding
+_OPENABLE: tuple[str, ...] | None = None
+
+
+def _openable_formats() -> tuple[str, ...]:
+    """ALLOWED_FORMATS this Pillow build can open (e.g. no WEBP without libwebp)."""
+    global _OPENABLE
+    if _OPENABLE is None:
+        Image.init()  # registers every plugin; only ALLOWED_FORMATS are ever tried
+        _OPENABLE = tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
+    return _OPENABLE
+
+
 def _max_pixels() -> int:
     limit = Image.MAX_IMAGE_PIXELS
     return int(limit) if limit else PILLOW_DEFAULT_MAX_PIXELS
@@ -426,6 +449,8 @@ def decode_image(path: str | bytes | os.PathLike, resolution: int, crop_pct: flo
     previous_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise _SkipImage("a folder, not an image file")
         if not stat.S_ISREG(st.st_mode):
             raise _SkipImage("not a regular file (FIFO, socket or device)")
         if st.st_size == 0:
@@ -436,15 +461,11 @@ def decode_image(path: str | bytes | os.PathLike, resolution: int, crop_pct: flo
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Pillow's per-file chatter (corrupt EXIF, ...)
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(fh, formats=ALLOWED_FORMATS) as img:
+                with Image.open(fh, formats=_openable_formats()) as img:
                     return _decode_open_image(img, resolution, crop_pct)
     except _SkipImage:
         raise
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # noqa: BLE001 - any failure on a bad file is a skip reason
-        if not isinstance(exc, Exception):  # GeneratorExit and friends: not ours to swallow
-            raise
+    except Exception as exc:  # noqa: BLE001 - any failure on a bad file is a skip reason
         raise _SkipImage(_reason_for(exc)) from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous_truncated
@@ -512,7 +533,7 @@ def load_images(
     bad = set(unmapped)
     for i in unmapped:
         folder = paths[i].relative_to(root_path).parts[0]
-        skipped.append({"path": display_path(paths[i]), "reason": f"class folder {display_path(folder)!r} not in class_to_index"})
+        skipped.append({"path": display_path(paths[i]), "reason": f"unknown class: folder {display_path(folder)!r} is not in class_to_index"})
     order = [i for i in range(len(paths)) if i not in bad]
     if limit is not None and limit < len(order):
         random.Random(0).shuffle(order)

@@ -1,0 +1,101 @@
+"""End to end on a small model: profile -> adapt -> artifacts, report, reload, CLI short form."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgeprune import zoo
+from edgeprune.adapt import adapt
+from edgeprune.errors import OutputError, ProfileError, UsageError
+from edgeprune.surgery import load_manifest
+
+RES = 32
+
+
+def _stream(root, n=48, classes=2, seed=0):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        d = root / f"class{i % classes}"
+        d.mkdir(parents=True, exist_ok=True)
+        base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(base).resize((40, 40), Image.NEAREST).save(d / f"img{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from edgeprune.profile import run_profile, save_profile
+
+    tmp = tmp_path_factory.mktemp("adapt")
+    torch.manual_seed(0)
+    model, _, _ = zoo.load_model("resnet18", weights="random")
+    weights = tmp / "resnet18.pt"
+    torch.save(model.state_dict(), weights)
+    prof = run_profile("resnet18", backend="torch", resolution=RES, budget_s=3.0)
+    prof_path = tmp / "profiles" / "resnet18.json"
+    save_profile(prof, prof_path)
+    return {"tmp": tmp, "weights": weights, "profile": prof_path, "images": _stream(tmp / "stream")}
+
+
+def _run(setup, out, **kw):
+    args = dict(model="resnet18", weights=setup["weights"], profile=setup["profile"], blocks=2, prune_images=8,
+                finetune_images=24, steps=4, batch=8, measure_latency=False)
+    args.update(kw)
+    return adapt(setup["images"], out, **args)
+
+
+def test_adapt_writes_all_artifacts_and_reloads(setup):
+    out = setup["tmp"] / "out"
+    res = _run(setup, out)
+    names = sorted(os.listdir(out))
+    assert {"model.pt", "model.onnx", "report.json", "report.md"} <= set(names)
+    rep = json.loads((out / "report.json").read_text())
+    for key in ("model", "criterion", "k", "removed_blocks", "block_scores", "predicted_saving", "measured_saving",
+                "fidelity", "timings", "scoring_forward_equivalents", "onnx_parity", "images", "versions", "seed"):
+        assert key in rep
+    assert rep["k"] == 2 and len(rep["removed_blocks"]) == 2
+    assert set(rep["timings"]) >= {"load", "scoring", "pseudo_labels", "finetune", "export", "total"}
+    assert rep["images"]["prune"] == 8 and rep["images"]["finetune"] == 24 and rep["images"]["held_out"] == 24
+    assert rep["fidelity"]["accuracy_after"] is not None  # class folders give accuracy
+    assert rep["onnx_parity"]["top1_agreement"] >= 0.99
+    assert rep["tensorrt"]["built"] is False and "edgeprune export" in rep["tensorrt"]["build_on_target"]
+    model, data = load_manifest(out / "model.pt")
+    assert data["removed_blocks"] == res.removed_blocks
+    # same seed, same blocks
+    again = _run(setup, setup["tmp"] / "out2")
+    assert again.removed_blocks == res.removed_blocks
+
+
+def test_target_saving_plan_and_refusals(setup):
+    res = _run(setup, setup["tmp"] / "t", blocks=None, target_saving=0.01)
+    assert res.report["plan"]["mode"] == "target_saving" and res.report["predicted_saving"] >= 0.01
+    with pytest.raises(OutputError, match="not empty"):
+        _run(setup, setup["tmp"] / "t", blocks=None, target_saving=0.01)
+    with pytest.raises(UsageError):
+        _run(setup, setup["tmp"] / "u", blocks=99)
+    with pytest.raises(UsageError):
+        _run(setup, setup["tmp"] / "u", steps=0)
+    with pytest.raises(ProfileError):
+        _run(setup, setup["tmp"] / "u", model="resnet34")
+    assert not (setup["tmp"] / "u").exists()
+
+
+def test_short_form_uses_this_devices_profile(setup, tmp_path, monkeypatch):
+    from edgeprune.profile import default_profile_path, load_profile, save_profile
+
+    root = tmp_path / "profiles"
+    monkeypatch.setenv("EDGEPRUNE_PROFILES", str(root))
+    prof = load_profile(setup["profile"])
+    save_profile(prof, default_profile_path(prof, root=root))
+    res = adapt(setup["images"], tmp_path / "o", weights=setup["weights"], prune_images=8, finetune_images=24, steps=2,
+                batch=8, measure_latency=False)
+    assert res.report["model"] == "resnet18" and res.report["k"] == 3
+    assert any("using profile" in i for i in res.report.get("infos", [])) or res.report["profile"].startswith(str(root))
+    save_profile({**prof, "resolution": prof["resolution"]}, root / "x" / "second.json")
+    # a second profile for this device elsewhere under root is only a candidate if under the device folder

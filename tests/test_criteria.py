@@ -1,0 +1,32 @@
+import torch
+
+from edgeprune import zoo
+from edgeprune.blocks import find_blocks
+from edgeprune.criteria import CRITERIA, ScoringContext
+from edgeprune.staging import split
+
+
+def _ctx(name, res=64, stages=True):
+    torch.manual_seed(0)
+    model, entry, _ = zoo.load_model(name, weights="random")
+    blocks = find_blocks(model, entry, torch.zeros(1, 3, res, res))
+    ls = {b.name: 0.01 * (i + 1) for i, b in enumerate(blocks)}
+    return ScoringContext(model, entry, blocks, torch.randn(6, 3, res, res), ls,
+                          split(model, entry.staging) if stages else None, batch_size=4)
+
+
+def test_cached_prefix_scores_equal_full_passes_and_cost_less():
+    fast = CRITERIA.get("ttmpd")().score(_ctx("mobilenet_v2"))
+    slow = CRITERIA.get("ttmpd")().score(_ctx("mobilenet_v2", stages=False))
+    n = len(fast.scores)
+    for k in fast.scores:
+        assert abs(fast.scores[k] - slow.scores[k]) <= 1e-5 * abs(slow.scores[k]) + 1e-12
+    assert fast.forward_equivalents <= 0.6 * n < slow.forward_equivalents
+    assert torch.allclose(fast.teacher_features, slow.teacher_features, atol=1e-5)
+
+
+def test_importance_is_noise_times_gap_over_saving():
+    res = CRITERIA.get("ttmpd")().score(_ctx("resnet18"))
+    for name, d in res.details.items():
+        assert res.scores[name] == d["noise"] * d["capacity_gap"] / d["latency_saving"]
+        assert d["noise"] > 0

@@ -1,0 +1,70 @@
+import math
+
+import torch
+
+from edgeprune import zoo
+from edgeprune.distill import DistillConfig, batch_schedule, distill
+from edgeprune.pseudo_labels import FeatureStore, build_pseudo_labels
+from edgeprune.surgery import remove_blocks
+
+
+def _setup(n=24, res=32):
+    torch.manual_seed(0)
+    teacher, entry, _ = zoo.load_model("resnet18", weights="random")
+    pixels = torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8)
+    return teacher, entry, pixels
+
+
+def test_store_in_memory_and_memory_mapped():
+    small = FeatureStore(4, (2, 3), memory_budget=1 << 20)
+    big = FeatureStore(4, (2, 3), memory_budget=8)
+    for s in (small, big):
+        s.put([0, 2], torch.ones(2, 2, 3) * 0.5)
+        assert s.get([2]).dtype == torch.float16 and float(s.get([2]).sum()) == 3.0
+    assert big.memory_mapped and not small.memory_mapped
+    path = big._file
+    big.close()
+    import os
+
+    assert not os.path.exists(path)
+
+
+def test_pseudo_labels_reuse_given_features():
+    teacher, entry, pixels = _setup(8)
+    marker = torch.full((512, 1, 1), 7.0)
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=4, reuse={0: marker, 1: marker})
+    assert float(store.get([0]).mean()) == 7.0
+    from edgeprune.images import normalise
+
+    with torch.no_grad():
+        ref = zoo.extract_features(teacher, entry, normalise(pixels[2:3], entry.mean, entry.std))
+    assert torch.allclose(store.get([2]).float(), ref, rtol=2e-3, atol=1e-3)
+
+
+def test_batch_schedule_is_seeded_and_covers_steps():
+    a = [b.tolist() for b in batch_schedule(10, 4, 7, seed=1)]
+    b = [b.tolist() for b in batch_schedule(10, 4, 7, seed=1)]
+    assert a == b and len(a) == 7 and all(len(x) == 4 for x in a)
+    assert len(list(batch_schedule(3, 64, 5, 0))[0]) == 3  # batch = set size when smaller
+
+
+def test_distillation_lowers_loss_and_freezes_head():
+    teacher, entry, pixels = _setup()
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
+    student = remove_blocks(teacher, ["layer1.0", "layer3.1"])
+    head_before = student.fc.weight.clone()
+    res = distill(student, entry, pixels, store, DistillConfig(steps=20, batch_size=8, lr=0.02))
+    assert res.steps_done == 20 and not res.stopped_nonfinite
+    assert sum(res.losses[-3:]) < sum(res.losses[:3])
+    assert torch.equal(student.fc.weight, head_before)
+    assert all(p.requires_grad for p in student.parameters())  # flags restored
+
+
+def test_nonfinite_loss_restores_last_good_weights():
+    teacher, entry, pixels = _setup()
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
+    student = remove_blocks(teacher, ["layer1.0"])
+    res = distill(student, entry, pixels, store, DistillConfig(steps=50, batch_size=8, lr=1e6))
+    assert res.stopped_nonfinite and res.restored_step is not None and res.restored_step < 50
+    assert all(torch.isfinite(p).all() for p in student.parameters())
+    assert all(math.isfinite(v) for v in res.losses)
