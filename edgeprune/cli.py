@@ -186,6 +186,11 @@ def adapt(
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Export ONNX with a dynamic batch axis."),
     allow_device_mismatch: bool = typer.Option(False, "--allow-device-mismatch", help="Accept a profile measured on another device (warns)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip measuring the exported models' latency."),
+    teacher_stats: str = typer.Option("source", help="source: distil toward the teacher as trained (paper); stream: re-estimate "
+                                      "the teacher's BatchNorm statistics on the fine-tune images first (field-matched features)."),
+    student_bn: str = typer.Option("train", help="train: keep the student's BatchNorm running averages from distillation; "
+                                   "reestimate: one final pass over the fine-tune images."),
+    train_head: bool = typer.Option(False, "--train-head", help="Also train the classifier head (the paper keeps it frozen)."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
 ):
     """Prune and distil a pretrained model on unlabeled field images; write ONNX/TensorRT artifacts and a report."""
@@ -196,7 +201,8 @@ def adapt(
                            target_saving=target_saving, latency_budget_ms=latency_budget_ms, criterion=criterion,
                            prune_images=prune_images, finetune_images=finetune_images, steps=steps, batch=batch, lr=lr,
                            seed=seed, force=force, dynamic_batch=dynamic_batch, allow_device_mismatch=allow_device_mismatch,
-                           measure_latency=not no_latency, reporter=rep)
+                           measure_latency=not no_latency, teacher_stats=teacher_stats, student_bn=student_bn,
+                           train_head=train_head, reporter=rep)
     if as_json:
         _emit_json(result.report)
         return

@@ -32,6 +32,7 @@ class DistillConfig:
     decay_every: float = 0.4  # fraction of the steps between x gamma
     gamma: float = 0.1
     seed: int = 0
+    freeze_head: bool = True  # method.md: every weight but the classifier head is trained
 
 
 @dataclass
@@ -47,8 +48,8 @@ class DistillResult:
         return self.losses[-1] if self.losses else float("nan")
 
 
-def trainable_parameters(student: nn.Module, entry: ZooEntry) -> list[nn.Parameter]:
-    head = head_parameters(student, entry)
+def trainable_parameters(student: nn.Module, entry: ZooEntry, freeze_head: bool = True) -> list[nn.Parameter]:
+    head = head_parameters(student, entry) if freeze_head else set()
     params = []
     for p in student.parameters():
         p.requires_grad_(id(p) not in head)
@@ -81,7 +82,7 @@ def distill(
 ) -> DistillResult:
     """Train ``student`` in place toward ``labels`` (aligned with ``pixels`` by position)."""
     torch.manual_seed(config.seed)
-    params = trainable_parameters(student, entry)
+    params = trainable_parameters(student, entry, config.freeze_head)
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     step_size = max(1, int(round(config.decay_every * config.steps)))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step_size, gamma=config.gamma)

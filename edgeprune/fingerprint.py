@@ -37,7 +37,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown-cpu"
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     """Logical cores this process may run on (respects taskset/cgroup affinity where visible)."""
     try:
         return len(os.sched_getaffinity(0))
@@ -115,7 +115,7 @@ def device_fingerprint(device: str = "cpu") -> dict:
     fp: dict = {
         "kind": "cpu",
         "cpu": _cpu_model(),
-        "logical_cores": _usable_cores(),
+        "logical_cores": usable_cores(),
         "torch_threads": torch.get_num_threads(),
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),

@@ -21,22 +21,28 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
 
 # Measurement defaults in one place (profile.py and the CLI read them from here).
-# Tuned on a 2-core shared CPU: mobilenet_v2 @160 profiles in about two minutes and two runs in a
-# row agree on every block's saving within about a point (see the profile report in the docs).
+# Tuned on a 2-core shared CPU (onnxruntime, 2 threads): run_profile("mobilenet_v2", resolution=160)
+# takes 19-25 s wall, and in three pairs of runs in a row every block's saving agreed within
+# 0.32-1.0 points (savings are 3-8%).
 DEFAULTS: dict[str, float | int] = {
     "warmup_s": 2.0,  # total warm-up, spent in round-robin rounds (at least 2 rounds)
-    "min_repeats": 30,  # rounds before the CV target may stop the measurement
-    "max_repeats": 400,  # rounds at most
+    "min_repeats": 30,  # rounds before the targets below may stop the measurement
+    "max_repeats": 1000,  # rounds at most
     "budget_s": 60.0,  # wall-clock limit of the measured rounds (warm-up not counted)
     "cv_target": 0.04,  # robust CV (see robust_cv) every variant must reach to stop early
+    # ... and the standard error of every median, relative to it. Why: the CV of the samples does
+    # not shrink with more runs, so a quiet machine met the CV target after 30 rounds and two
+    # mobilenet_v2 profiles then differed by up to 2.5 points of saving. 0.2% needs ~160 rounds at
+    # a 2% CV; savings are then good to about +-0.5 point.
+    "precision_target": 0.002,
     "seed": 0,  # seeds the per-round order, so a profile's order can be reproduced
 }
 
 MAD_TO_SIGMA = 1.4826  # MAD * 1.4826 estimates the standard deviation of a normal distribution
 
-ProgressFn = Callable[[str, int, int], None]
-"""``progress(phase, done, total)``: phase is "warm-up" or "measuring"; done/total in rounds
-(for "measuring", total is ``max_repeats``: the run may stop earlier)."""
+ProgressFn = Callable[[int, int], None]
+"""``progress(done, total)``, the project's convention: timed rounds done of ``max_repeats``;
+when the run stops earlier the last call is ``(rounds, rounds)`` so a progress bar completes."""
 
 
 def median(values: Sequence[float]) -> float:
@@ -106,7 +112,7 @@ class InterleavedRun:
     stats: dict[str, Stats]
     samples_ms: dict[str, list[float]]  # per variant, in round order (round r = index r)
     rounds: int
-    stop_reason: str  # "cv_target" | "max_repeats" | "budget"
+    stop_reason: str  # "targets" (CV and precision targets met) | "max_repeats" | "budget"
     elapsed_s: float  # measured rounds only
     warmup_rounds: int
     settings: dict = field(default_factory=dict)
@@ -122,6 +128,7 @@ def run_interleaved(
     seed: int = DEFAULTS["seed"],
     progress: ProgressFn | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    precision_target: float | None = DEFAULTS["precision_target"],
 ) -> InterleavedRun:
     """Time every runner in interleaved rounds; see ``measure_interleaved`` for the arguments.
 
@@ -143,13 +150,13 @@ def run_interleaved(
         for name in _round_order(names, rng):
             runners[name]()
         warmup_rounds += 1
-        if progress:
-            progress("warm-up", warmup_rounds, max(warmup_rounds, 2))
 
     samples: dict[str, list[float]] = {n: [] for n in names}
     stop_reason = "max_repeats"
     start = clock()
     rounds = 0
+    if progress:
+        progress(0, max_repeats)
     while rounds < max_repeats:
         for name in _round_order(names, rng):
             t0 = clock()
@@ -157,22 +164,35 @@ def run_interleaved(
             samples[name].append((clock() - t0) * 1000.0)
         rounds += 1
         if progress:
-            progress("measuring", rounds, max_repeats)
-        if rounds >= min_repeats and all(robust_cv(s) <= cv_target for s in samples.values()):
-            stop_reason = "cv_target"
+            progress(rounds, max_repeats)
+        # Checking sorts every sample list: every round at first, then every ~2% of the rounds.
+        if rounds >= min_repeats and rounds % max(1, rounds // 50) == 0 and _targets_met(samples, cv_target, precision_target):
+            stop_reason = "targets"
             break
         if clock() - start >= budget_s:
             stop_reason = "budget" if rounds < max_repeats else "max_repeats"
             break
     elapsed = clock() - start
+    if progress and rounds < max_repeats:
+        progress(rounds, rounds)  # stopped early: complete the bar
     settings = {
         "warmup_s": float(warmup_s), "min_repeats": int(min_repeats), "max_repeats": int(max_repeats),
         "budget_s": float(budget_s), "cv_target": float(cv_target), "seed": int(seed),
-        "order": "interleaved-round-robin",
+        "precision_target": float(precision_target or 0.0), "order": "interleaved-round-robin",
     }
     return InterleavedRun(
         {n: Stats.from_samples(s) for n, s in samples.items()}, samples, rounds, stop_reason, elapsed, warmup_rounds, settings
     )
+
+
+def _targets_met(samples: Mapping[str, list[float]], cv_target: float, precision_target: float | None) -> bool:
+    for s in samples.values():
+        cv = robust_cv(s)
+        if cv > cv_target:
+            return False
+        if precision_target and 1.2533 * cv / math.sqrt(len(s)) > precision_target:
+            return False
+    return True
 
 
 def measure_interleaved(
@@ -184,6 +204,7 @@ def measure_interleaved(
     cv_target: float = DEFAULTS["cv_target"],
     progress: ProgressFn | None = None,
     seed: int = DEFAULTS["seed"],
+    precision_target: float | None = DEFAULTS["precision_target"],
 ) -> dict[str, Stats]:
     """Latency of several variants, measured in interleaved rounds.
 
@@ -198,13 +219,17 @@ def measure_interleaved(
         max_repeats: rounds at most.
         budget_s: wall-clock limit of the timed rounds; the round in progress is finished.
         cv_target: stop once every variant's robust CV (1.4826*MAD/median) is at most this,
-            after ``min_repeats`` rounds.
-        progress: optional ``progress(phase, done, total)`` callback, called after each round.
+            after ``min_repeats`` rounds, and
+        precision_target: ... every median's relative standard error (1.2533 * cv / sqrt(n))
+            is at most this (None: the CV target alone decides).
+        progress: optional ``progress(done, total)`` callback, called after each timed round.
         seed: seeds the per-round order.
     Returns:
         variant name -> ``Stats`` (median, p90, robust CV, number of runs).
     """
-    return run_interleaved(runners, warmup_s, min_repeats, max_repeats, budget_s, cv_target, seed, progress).stats
+    return run_interleaved(
+        runners, warmup_s, min_repeats, max_repeats, budget_s, cv_target, seed, progress, precision_target=precision_target
+    ).stats
 
 
 def _round_order(names: list[str], rng: random.Random) -> list[str]:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..export import execution_providers, export_onnx, ort_session
 from ..errors import BackendUnavailable
-from ..fingerprint import _usable_cores
+from ..fingerprint import usable_cores
 from .base import BACKENDS, LatencyBackend, device_kind
 
 
@@ -22,7 +22,7 @@ def default_cpu_threads() -> int:
     Fixed and recorded rather than left to onnxruntime, so two profiles of one machine are
     comparable and the profile says what it measured.
     """
-    return max(1, _usable_cores())
+    return max(1, usable_cores())
 
 
 @BACKENDS.register("onnxruntime")

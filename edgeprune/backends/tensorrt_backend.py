@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..export import DEFAULT_WORKSPACE_GB, build_tensorrt_engine, export_onnx, tensorrt_status, _trt_logger
+from ..export import DEFAULT_WORKSPACE_GB, build_tensorrt_engine, export_onnx, tensorrt_status, trt_logger
 from ..errors import BackendUnavailable, ExportError
 from .base import BACKENDS, LatencyBackend, device_kind
 
@@ -54,7 +54,7 @@ class TensorRTBackend(LatencyBackend):
             onnx_path, workdir / "model.engine", fp16=fp16, timing_cache_path=workdir.parent / "tensorrt.cache",
             workspace_gb=self.workspace_gb, batch=int(example.shape[0]),
         )
-        runtime = trt.Runtime(_trt_logger(trt))
+        runtime = trt.Runtime(trt_logger(trt))
         engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if engine is None:
             raise ExportError(f"TensorRT could not load the engine it just built ({engine_path})")
