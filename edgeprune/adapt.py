@@ -153,6 +153,9 @@ def adapt(
     CRITERIA.get(criterion)  # unknown criterion: fail before any work
     model_name, profile_path = resolve_profile(model, profile, rep)
     prof = load_profile(profile_path)
+    if canonical_name(prof["model"]) != model_name:  # cheap check before loading any weights
+        raise ProfileError(f"profile {profile_path} is for model {prof['model']}, not {model_name}",
+                           f"run `edgeprune profile --model {model_name}` or pass its --profile")
     if blocks is None and target_saving is None and latency_budget_ms is None:
         blocks = DEFAULT_BLOCKS
         rep.info(f"no plan given: removing {DEFAULT_BLOCKS} blocks (use --blocks/--target-saving/--latency-budget-ms)")

@@ -96,6 +96,9 @@ def test_short_form_uses_this_devices_profile(setup, tmp_path, monkeypatch):
     res = adapt(setup["images"], tmp_path / "o", weights=setup["weights"], prune_images=8, finetune_images=24, steps=2,
                 batch=8, measure_latency=False)
     assert res.report["model"] == "resnet18" and res.report["k"] == 3
-    assert any("using profile" in i for i in res.report.get("infos", [])) or res.report["profile"].startswith(str(root))
-    save_profile({**prof, "resolution": prof["resolution"]}, root / "x" / "second.json")
-    # a second profile for this device elsewhere under root is only a candidate if under the device folder
+    assert res.report["profile"].startswith(str(root))
+    # two candidates for this device: a clear error listing both
+    first = default_profile_path(prof, root=root)
+    save_profile(prof, first.with_name("other-" + first.name))
+    with pytest.raises(ProfileError, match="several profiles.*other-"):
+        adapt(setup["images"], tmp_path / "o2", weights=setup["weights"], steps=2, measure_latency=False)
