@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -57,11 +58,11 @@ class RichReporter(Reporter):
         self.progress_ui.update(self.tasks[task], completed=done, total=total, info=text)
 
     def warn(self, message):
-        self.progress_ui.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        self.progress_ui.console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
     def info(self, message):
         if not self.quiet:
-            self.progress_ui.console.print(f"[cyan]info:[/] {message}", highlight=False)
+            self.progress_ui.console.print(f"[cyan]info:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def _version(value: bool):
@@ -290,26 +291,35 @@ def demo(
     render_adapt_summary(result.report, result.output)
 
 
-def _on_sigterm(signum, frame):
+def _on_signal(signum, frame):
+    STATE["interrupted"] = True
     raise KeyboardInterrupt
 
 
+def _exit_interrupted() -> None:
+    err.print("[red]interrupted:[/] stopped; no partial output was left and earlier output is intact",
+              highlight=False, soft_wrap=True)
+    sys.exit(Interrupted.exit_code)
+
+
 def main() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT stays ignored
+        signal.signal(signal.SIGINT, _on_signal)
     try:
-        app(standalone_mode=False)
+        # typer turns KeyboardInterrupt into a *returned* 130 when not standalone: check the result.
+        rc = app(standalone_mode=False)
     except EdgepruneError as exc:
         if STATE["debug"]:
             traceback.print_exc()
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("[red]interrupted:[/] stopped; no partial output was left and earlier output is intact", highlight=False)
-        sys.exit(Interrupted.exit_code)
+        _exit_interrupted()
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        sys.exit(Interrupted.exit_code)
+        _exit_interrupted()
     except Exception as exc:  # click usage errors and the unexpected
         import click
 
@@ -318,8 +328,13 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if STATE["debug"]:
             raise
-        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback and report it)", highlight=False)
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback and report it)",
+                  highlight=False, soft_wrap=True)
         sys.exit(70)
+    if STATE.get("interrupted") or rc == Interrupted.exit_code:
+        _exit_interrupted()
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
 
 
 if __name__ == "__main__":
