@@ -8,6 +8,7 @@ Everything is written into a temporary folder and published at the end (outputs.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import platform
 import time
@@ -25,14 +26,14 @@ from .distill import DistillConfig, distill
 from .errors import EdgepruneError, ExportError, ModelError, ProfileError, UsageError
 from .evaluate import accuracy, agreement, predict
 from .images import load_images, normalise, require_images, split_indices, summarise_skipped
-from .outputs import AtomicOutputDir, check_output_dir
+from .outputs import AtomicOutputDir, OutputLock, check_output_dir
 from .plan import LS_FLOOR, floor_savings, make_plan
 from .progress import CollectingReporter, Reporter
 from .pseudo_labels import build_pseudo_labels
 from .report import write_json, write_report
 from .staging import split
 from .surgery import remove_blocks, save_manifest
-from .zoo import RANDOM, canonical_name, load_model
+from .zoo import RANDOM, canonical_name, get_entry, load_model
 
 DEFAULT_BLOCKS = 3  # the short form's plan when no --blocks/--target-saving/--latency-budget-ms
 MIN_IMAGES = 16  # fewer usable images than this: refuse (scoring and held-out need some)
@@ -97,7 +98,7 @@ def _validate(steps, batch, lr, prune_images, finetune_images, blocks):
         raise UsageError(f"--blocks must be at least 1, got {blocks}")
 
 
-def adapt(
+def _adapt(
     images: str | os.PathLike,
     output: str | os.PathLike | None = None,
     model: str | None = None,
@@ -122,6 +123,7 @@ def adapt(
     student_bn: str = "train",
     train_head: bool = False,
     reporter: Reporter | None = None,
+    _output_lock: OutputLock | None = None,
 ) -> AdaptResult:
     """Prune and distil a pretrained model on unlabeled images; write deployable artifacts.
 
@@ -151,10 +153,12 @@ def adapt(
     if student_bn not in ("train", "reestimate"):
         raise UsageError(f"--student-bn must be train or reestimate, got {student_bn!r}")
     CRITERIA.get(criterion)  # unknown criterion: fail before any work
+    if model is not None:
+        get_entry(model)  # unknown model: "did you mean ..." before any profile lookup
     model_name, profile_path = resolve_profile(model, profile, rep)
     prof = load_profile(profile_path)
     if canonical_name(prof["model"]) != model_name:  # cheap check before loading any weights
-        raise ProfileError(f"profile {profile_path} is for model {prof['model']}, not {model_name}",
+        raise ProfileError(f"profile {profile_path} is for model {prof['model']}, not {model_name} (field: model)",
                            f"run `edgeprune profile --model {model_name}` or pass its --profile")
     if blocks is None and target_saving is None and latency_budget_ms is None:
         blocks = DEFAULT_BLOCKS
@@ -172,7 +176,15 @@ def adapt(
         raise ModelError("refusing to adapt a model with random weights", "pass --weights PATH")
     resolution = int(prof["resolution"])
     example = torch.zeros(1, entry.in_chans, resolution, resolution)
-    all_blocks = find_blocks(teacher, entry, example)
+    try:
+        all_blocks = find_blocks(teacher, entry, example)
+    except RuntimeError as exc:
+        raise ProfileError(f"{entry.name} does not run at the profile's resolution {resolution} (field: resolution): "
+                           f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}",
+                           f"re-run `edgeprune profile --model {entry.name}`") from None
+    if blocks is not None and not 1 <= blocks < len(all_blocks):  # before reading images and scoring
+        raise UsageError(f"--blocks must be between 1 and {len(all_blocks) - 1} "
+                         f"(the model has {len(all_blocks)} removable blocks), got {blocks}")
     from .fingerprint import device_fingerprint, device_slug
 
     for w in check_profile_matches(prof, model_name, [b.name for b in all_blocks], resolution,
@@ -252,7 +264,7 @@ def adapt(
 
     errors: list[str] = []
     report: dict = {}
-    with AtomicOutputDir(output, force) as tmp:
+    with AtomicOutputDir(output, force, lock=_output_lock) as tmp:
         t = time.perf_counter()
         rep.stage("export")
         save_manifest(tmp / "model.pt", student, model_name, source, plan.removed, resolution=resolution,
@@ -308,6 +320,17 @@ def adapt(
     return AdaptResult(output, report, rep.warnings)
 
 
+@functools.wraps(_adapt)
+def adapt(images, output=None, *args, **kwargs) -> AdaptResult:
+    # The output's lock is held for the whole run, not only while publishing: a second run
+    # writing to the same output is refused at once (OutputError), not after all its work.
+    target = Path(output).absolute() if output is not None else None
+    if target is None or not target.parent.is_dir():  # default or new folder: locked when publishing
+        return _adapt(images, output, *args, **kwargs)
+    with OutputLock(target) as lock:
+        return _adapt(images, output, *args, _output_lock=lock, **kwargs)
+
+
 def _export_and_check(student, teacher, entry, resolution, batch, held_px, folder: Path, dynamic_batch, tensorrt,
                       measure_latency, rep: Reporter, errors: list[str]) -> dict:
     """ONNX export + parity gate + measured saving + TensorRT engine; failures recorded, not raised."""
@@ -318,7 +341,7 @@ def _export_and_check(student, teacher, entry, resolution, batch, held_px, folde
     try:
         export_onnx(student, example, folder / "model.onnx", dynamic_batch=dynamic_batch)
         info["artifacts"].append("model.onnx")
-    except EdgepruneError as exc:
+    except ExportError as exc:  # an OutputError (disk full...) fails the run: nothing is published
         errors.append(f"ONNX export failed: {exc}")
         return info
     x = normalise(held_px[:PARITY_IMAGES], entry.mean, entry.std)

@@ -66,6 +66,7 @@ def export_onnx(
         The path written.
     Raises:
         ExportError: every exporter failed (the messages of each are included).
+        OutputError: the file cannot be written (disk full, read-only, permissions).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,12 @@ def export_onnx(
             _EXPORTERS[name](model, example, tmp, dynamic_batch, opset)
             os.replace(tmp, path)
             return path
+        except OSError as exc:
+            from .outputs import WRITE_ERRNOS, write_error
+
+            if exc.errno in WRITE_ERRNOS:  # disk full / read-only: another exporter would fail too
+                raise write_error(exc, path) from None
+            errors.append(f"{name}: {type(exc).__name__}: {str(exc).strip()[:300]}")
         except Exception as exc:  # exporter internals raise many types; report them all
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             errors.append(f"{name}: {type(exc).__name__}: {first[:300]}")

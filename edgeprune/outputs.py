@@ -8,13 +8,43 @@ killed run) is detected and cleared.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from pathlib import Path
 
 from .errors import OutputError
+
+# OSErrors that mean "cannot write here" (disk full, quota, read-only, permissions): an OutputError.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG})
+
+
+def write_error(exc: OSError, target: Path) -> OutputError:
+    """The OutputError for a failed write of the output ``target`` (nothing was published)."""
+    what = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    kept = ", the earlier output there is intact" if target.exists() else ""
+    return OutputError(f"could not write the output {target}: {what}{where}",
+                       f"free some disk space or check the folder's permissions; nothing was published{kept}")
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM while the output is swapped into place (delivered right after)."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -43,6 +73,9 @@ class OutputLock:
                         "wait for it to finish, or delete the lock if that run is gone",
                     ) from None
                 continue
+            except OSError as exc:
+                raise OutputError(f"cannot write in {self.path.parent}: {exc.strerror}",
+                                  "check the folder's permissions and free space, or choose another --output") from None
             with os.fdopen(fd, "w") as f:
                 f.write(f"{os.getpid()} {socket.gethostname()}\n")
             return
@@ -77,6 +110,14 @@ class OutputLock:
         except FileNotFoundError:
             pass
 
+    def __enter__(self) -> "OutputLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False
+
 
 def check_output_dir(target: Path, force: bool) -> None:
     if target.exists() and not target.is_dir():
@@ -86,12 +127,18 @@ def check_output_dir(target: Path, force: bool) -> None:
 
 
 class AtomicOutputDir:
-    """``with AtomicOutputDir(path, force) as tmp:`` write into ``tmp``; published on success."""
+    """``with AtomicOutputDir(path, force) as tmp:`` write into ``tmp``; published on success.
 
-    def __init__(self, target: str | os.PathLike, force: bool = False):
+    ``lock``: an ``OutputLock`` of ``path`` the caller already holds (taken when the run started);
+    it is used, not acquired or released here. An OSError meaning "cannot write" (disk full,
+    read-only, permissions) while writing or publishing becomes an ``OutputError``.
+    """
+
+    def __init__(self, target: str | os.PathLike, force: bool = False, lock: OutputLock | None = None):
         self.target = Path(target).absolute()
         self.force = force
-        self.lock = OutputLock(self.target)
+        self._own_lock = lock is None
+        self.lock = OutputLock(self.target) if lock is None else lock
         self.tmp: Path | None = None
 
     def __enter__(self) -> Path:
@@ -100,22 +147,30 @@ class AtomicOutputDir:
             self.target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create {self.target.parent}: {exc.strerror}") from None
-        self.lock.acquire()
+        if self._own_lock:
+            self.lock.acquire()
         try:
             self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
         except OSError as exc:
-            self.lock.release()
+            if self._own_lock:
+                self.lock.release()
             raise OutputError(f"cannot write in {self.target.parent}: {exc.strerror}") from None
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
             if exc_type is None:
-                self._publish()
+                with _signals_deferred():
+                    self._publish()
             else:
                 shutil.rmtree(self.tmp, ignore_errors=True)
+        except OSError as err:  # publishing failed: nothing published, the earlier output is back
+            raise write_error(err, self.target) from err
         finally:
-            self.lock.release()
+            if self._own_lock:
+                self.lock.release()
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            raise write_error(exc, self.target) from exc
         return False
 
     def _publish(self) -> None:

@@ -367,6 +367,9 @@ def load_profile(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ProfileError(f"no latency profile at {path}", "run `edgeprune profile MODEL` on the target device first")
     try:
+        if path.stat().st_size > MAX_PROFILE_BYTES:
+            raise ProfileError(f"{path} is too large to be a latency profile ({path.stat().st_size:,} bytes)",
+                               "pass the .json file written by `edgeprune profile`")
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ProfileError(f"{path} is not a text file (corrupted?)", "re-run `edgeprune profile`") from None
@@ -385,8 +388,13 @@ def load_profile(path: str | os.PathLike) -> dict:
         ) from None
     except ValueError as exc:
         raise ProfileError(f"{path}: {exc}", "re-run `edgeprune profile`") from None
+    except RecursionError:
+        raise ProfileError(f"{path} is not a latency profile (JSON nested too deeply)", "re-run `edgeprune profile`") from None
     _validate(data, str(path))
     return data
+
+
+MAX_PROFILE_BYTES = 64 << 20  # real profiles are a few KB
 
 
 def _reject_constant(name: str):
@@ -412,6 +420,13 @@ def _type_name(value) -> str:
         type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _check_fields(obj: dict, spec: dict, where: str, label: str) -> None:
     for key, kind in spec.items():
         field = f"{where}.{key}" if where else key
@@ -419,7 +434,7 @@ def _check_fields(obj: dict, spec: dict, where: str, label: str) -> None:
             raise ProfileError(f"{label}: required field {field!r} is missing", "re-run `edgeprune profile`")
         value = obj[key]
         if kind is _NUMBER:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value)
             want = "a finite number"
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
@@ -452,6 +467,10 @@ def _validate(data, label: str) -> None:
             "re-run `edgeprune profile` to record it again",
         )
     _check_fields(data, _TOP, "", label)
+    for key, low in (("resolution", 8), ("batch", 1)):
+        if not low <= data[key] <= 1 << 20:
+            raise ProfileError(f"{label}: field {key!r} must be between {low} and {1 << 20}, got {data[key]}",
+                               "the file was edited or written by another tool; re-run `edgeprune profile`")
     _check_fields(data["backend"], _BACKEND, "backend", label)
     _check_fields(data["measurement"], _MEASUREMENT, "measurement", label)
     _check_fields(data["base"], _STATS, "base", label)
@@ -480,7 +499,12 @@ def _safe(text: str) -> str:
 def profile_slug(profile: dict) -> str:
     """The device slug a profile was recorded on."""
     slug = profile.get("device_slug")
-    return slug if isinstance(slug, str) and slug else device_slug(profile.get("device", {}))
+    if isinstance(slug, str) and slug:
+        return slug
+    try:
+        return device_slug(profile.get("device", {}))
+    except (TypeError, ValueError, AttributeError, OverflowError):  # a hand-edited device record
+        return "unknown-device"
 
 
 def default_profile_path(profile: dict, root: str | os.PathLike = "profiles") -> Path:
@@ -559,6 +583,15 @@ def check_profile_matches(
         if not allow_device_mismatch:
             raise ProfileError(msg, "latency savings are device-specific: re-profile here, or pass --allow-device-mismatch")
         warns.append(msg + ": savings may not hold here")
+    limit = profile["measurement"].get("noise_cv", PROFILE_DEFAULTS["noise_cv"])
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not _finite(limit) or limit <= 0:
+        limit = PROFILE_DEFAULTS["noise_cv"]
+    cvs = [("full model", profile["base"]["cv"])] + [(b["name"], b["cv"]) for b in profile["blocks"] if b["name"] in set(block_names)]
+    noisy = sorted(((cv, name) for name, cv in cvs if cv > limit), reverse=True)
+    if noisy:
+        warns.append(f"the latency profile's timings are noisy: {len(noisy)} of {len(cvs)} measurements vary by more than "
+                     f"{limit:.0%} (robust CV; worst {noisy[0][1]} {noisy[0][0]:.0%}), so its savings and the plan are uncertain: "
+                     "re-run `edgeprune profile` on an idle device (it replaces the profile)")
     bad = [b["name"] for b in profile["blocks"] if b["name"] in set(block_names) and ("negative_saving" in b["flags"] or "below_noise" in b["flags"])]
     if bad:
         warns.append(f"{len(bad)} block(s) have savings at or below the measurement noise in this profile ({', '.join(bad[:4])})")

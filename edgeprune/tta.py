@@ -31,7 +31,8 @@ identical for models without dropout). The model is adapted IN PLACE (its BN aff
 keep the adapted values); on return its modes, ``track_running_stats`` flags and
 ``requires_grad`` flags are restored, so a later plain ``model.eval()`` forward uses the adapted
 affine parameters with the ORIGINAL running statistics. Pass a copy to keep the source model.
-A final batch of one image is merged into the previous batch (BatchNorm needs two values).
+A final batch of one image is merged into the previous batch (BatchNorm needs two values). A
+batch whose loss is not finite makes no step (counted in ``skipped_nonfinite``).
 
 Inference-time overhead (for LS including adaptation): the stats give the median wall time per
 full batch with adaptation (normalise + forward + backward + step) and of plain inference
@@ -80,6 +81,7 @@ class TTAStats:
     ms_per_batch_plain: float = float("nan")  # median plain eval forward, same batch size
     slowdown: float = float("nan")  # ms_per_batch_adapt / ms_per_batch_plain
     batch_size: int = 0
+    skipped_nonfinite: int = 0  # batches whose loss was not finite: no step taken (weights kept)
     # EATA only
     reliable: int = 0  # samples with H < E0
     selected: int = 0  # reliable and non-redundant: the ones in the loss
@@ -174,6 +176,18 @@ def plain_ms_per_batch(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, 
     return _median_ms(times)
 
 
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, stats: TTAStats) -> bool:
+    """One SGD step on ``loss``; a non-finite loss is skipped (counted) so weights stay finite."""
+    opt.zero_grad(set_to_none=True)
+    if not math.isfinite(float(loss.detach())):
+        stats.skipped_nonfinite += 1
+        return False
+    loss.backward()
+    opt.step()
+    stats.updates += 1
+    return True
+
+
 def _finish(stats: TTAStats, times: list[float], sizes: list[int], model, entry, pixels, batch_size, timing_batches):
     full = [t for t, s in zip(times, sizes) if s == batch_size] or times
     stats.ms_per_batch_adapt = _median_ms(full)
@@ -200,14 +214,11 @@ def tent(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: in
             t = time.perf_counter()
             logits = model(normalise(pixels[s], entry.mean, entry.std))
             loss = entropy(logits).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if _step(opt, loss, stats):
+                stats.losses.append(float(loss.detach()))
             preds.append(logits.detach().argmax(1))
             times.append(time.perf_counter() - t)
             sizes.append(s.stop - s.start)
-            stats.losses.append(float(loss.detach()))
-            stats.updates += 1
             stats.num_classes = int(logits.shape[1])
         stats.seconds = time.perf_counter() - start
         stats.batches = len(sizes)
@@ -298,11 +309,8 @@ def eata(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: in
                 loss = (chosen * torch.exp(-(chosen.detach() - e0))).mean()
                 if beta and fisher is not None:
                     loss = loss + anti_forgetting(params, fisher, theta0, beta)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                stats.updates += 1
-                stats.losses.append(float(loss.detach()))
+                if _step(opt, loss, stats):
+                    stats.losses.append(float(loss.detach()))
             preds.append(logits.detach().argmax(1))
             times.append(time.perf_counter() - t)
             sizes.append(s.stop - s.start)

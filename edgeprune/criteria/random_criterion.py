@@ -21,4 +21,5 @@ class RandomCriterion(Criterion):
         draws = torch.rand(len(ctx.blocks), generator=g, dtype=torch.float64).tolist()
         scores = {b.name: float(v) for b, v in zip(ctx.blocks, draws)}
         details = {name: {"random": v} for name, v in scores.items()}
-        return CriterionResult(scores, details, 0.0, None, [f"random baseline: scores drawn with seed {ctx.seed}, no forward pass"])
+        notes = [f"random baseline: scores drawn with seed {ctx.seed}, no forward pass"]
+        return CriterionResult(scores, details, 0.0, None, notes)
