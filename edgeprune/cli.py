@@ -140,8 +140,11 @@ def profile(
     as_json: bool = typer.Option(False, "--json", help="Print the profile JSON instead of a table."),
 ):
     """Measure the latency saving of removing each block on THIS device (run once per target device)."""
+    from .errors import OutputError
     from .profile import default_profile_path, run_profile, save_profile
 
+    if output is not None and output.is_dir():  # before minutes of timing, not after
+        raise OutputError(f"--output {output} is a folder", "give the path of the profile's .json file")
     with RichReporter(quiet=as_json) as rep:
         prof = run_profile(model, backend=backend, device=device, resolution=resolution, batch=batch, precision=precision,
                            budget_s=budget, progress=lambda d, t: rep.progress("timing variants", d, t))
@@ -192,6 +195,15 @@ def adapt(
     student_bn: str = typer.Option("train", help="train: keep the student's BatchNorm running averages from distillation; "
                                    "reestimate: one final pass over the fine-tune images."),
     train_head: bool = typer.Option(False, "--train-head", help="Also train the classifier head (the paper keeps it frozen)."),
+    train_scope: str = typer.Option("suffix", "--train-scope", help="suffix (default): freeze the layers before the first removed "
+                                    "block and train the rest from their output, cached with the pseudo-labels (same accuracy, "
+                                    "several times faster); all: train every layer from the pixels (the paper's recipe)."),
+    precision: str = typer.Option("auto", "--precision", help="auto (default): bf16 autocast where the CPU has native bf16 and a "
+                                  "short probe of the real training step finds it >=15% faster, else fp32; fp32; bf16 "
+                                  "(falls back to fp32 without native support)."),
+    early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="Default on: hold out a slice of the fine-tune "
+                                    "images (<=64), check its loss every 25 steps; on a plateau step the learning rate down "
+                                    "early, and stop at a plateau of the last rate. Off: exactly --steps steps (paper)."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
 ):
     """Prune and distil a pretrained model on unlabeled field images; write ONNX/TensorRT artifacts and a report."""
@@ -203,7 +215,8 @@ def adapt(
                            prune_images=prune_images, finetune_images=finetune_images, steps=steps, batch=batch, lr=lr,
                            seed=seed, force=force, dynamic_batch=dynamic_batch, allow_device_mismatch=allow_device_mismatch,
                            measure_latency=not no_latency, teacher_stats=teacher_stats, student_bn=student_bn,
-                           train_head=train_head, reporter=rep)
+                           train_head=train_head, train_scope=train_scope, precision=precision, early_stop=early_stop,
+                           reporter=rep)
     if as_json:
         _emit_json(result.report)
         return
@@ -321,9 +334,8 @@ def main() -> None:
     except typer.Abort:
         _exit_interrupted()
     except Exception as exc:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        # click's, or the copy of click that typer >= 0.2x vendors (typer._click): duck-typed
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         if STATE["debug"]:

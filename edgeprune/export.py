@@ -84,7 +84,7 @@ def export_onnx(
             from .outputs import WRITE_ERRNOS, write_error
 
             if exc.errno in WRITE_ERRNOS:  # disk full / read-only: another exporter would fail too
-                raise write_error(exc, path) from None
+                raise write_error(exc, path) from exc
             errors.append(f"{name}: {type(exc).__name__}: {str(exc).strip()[:300]}")
         except Exception as exc:  # exporter internals raise many types; report them all
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -169,8 +169,9 @@ class AtomicOutputDir:
         finally:
             if self._own_lock:
                 self.lock.release()
-        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
-            raise write_error(exc, self.target) from exc
+        cause = exc.__cause__ if isinstance(exc, OutputError) else exc  # export_onnx's OutputError names a temp file
+        if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
+            raise write_error(cause, self.target) from cause
         return False
 
     def _publish(self) -> None:

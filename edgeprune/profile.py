@@ -31,7 +31,7 @@ from . import __version__
 from .backends import get_backend
 from .backends.base import workdir_for
 from .blocks import find_blocks
-from .errors import ModelError, ProfileError, UsageError
+from .errors import ModelError, OutputError, ProfileError, UsageError
 from .fingerprint import device_fingerprint, device_slug
 from .surgery import remove_blocks
 from .timing import DEFAULTS as TIMING_DEFAULTS
@@ -337,19 +337,25 @@ def save_profile(profile: dict, path: str | os.PathLike) -> Path:
         The path written.
     Raises:
         ProfileError: the profile does not validate (e.g. a NaN), so a bad file is never written.
+        OutputError: the file cannot be written (a folder there, disk full, read-only); an earlier
+            profile at ``path`` is left as it was.
     """
     _validate(profile, "profile to save")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(profile, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise OutputError(f"cannot write the profile {path}: {exc.strerror or exc}",
+                          "give a .json file path you can write (--output), or free some disk space") from None
     return path
 
 
@@ -380,7 +386,8 @@ def load_profile(path: str | os.PathLike) -> dict:
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        at_end = exc.pos >= len(text.rstrip()) - 1
+        # a cut file ends mid-token ("tru", "6.") or mid-string; 5 = the longest token's length
+        at_end = exc.pos >= len(text.rstrip()) - 5 or exc.msg.startswith("Unterminated string")
         what = "truncated" if at_end else "corrupted"
         raise ProfileError(
             f"{path} is not valid JSON ({what}: {exc.msg} at line {exc.lineno}, column {exc.colno})",

