@@ -55,7 +55,8 @@ def _resnet(model: nn.Module) -> list[Stage]:
     stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
     stages: list[Stage] = [("stem", stem)]
     for layer in ("layer1", "layer2", "layer3", "layer4"):
-        stages.extend(_flatten_sequential(layer, getattr(model, layer)))
+        if hasattr(model, layer):  # CIFAR-style ResNets stop at layer3
+            stages.extend(_flatten_sequential(layer, getattr(model, layer)))
     return stages
 
 

@@ -102,8 +102,8 @@ def get_entry(name: str) -> ZooEntry:
 
 
 def _ensure_local_models() -> None:
-    # The benchmark's small Fashion-MNIST models register themselves on import.
-    importlib.import_module("edgeprune.small_models")
+    # The small Fashion-MNIST source models register themselves on import.
+    importlib.import_module("edgeprune.source_models")
 
 
 def _timm_entry(arch: str) -> ZooEntry:
@@ -239,7 +239,7 @@ def _load_pretrained(entry: ZooEntry, model: nn.Module) -> str:
         apply_state_dict(model, load_state_dict_file(path), path.name)
         return f"torchvision:{path.name}"
     if entry.family == "local":
-        from .small_models import pretrained_path
+        from .source_models import pretrained_path
 
         path = pretrained_path(entry.name)
         if not path.is_file():
