@@ -190,8 +190,9 @@ def adapt(
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Export ONNX with a dynamic batch axis."),
     allow_device_mismatch: bool = typer.Option(False, "--allow-device-mismatch", help="Accept a profile measured on another device (warns)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip measuring the exported models' latency."),
-    teacher_stats: str = typer.Option("source", help="source: distil toward the teacher as trained (paper); stream: re-estimate "
-                                      "the teacher's BatchNorm statistics on the fine-tune images first (field-matched features)."),
+    teacher_stats: str = typer.Option("stream", help="stream (default): re-estimate the teacher's BatchNorm statistics on the "
+                                      "fine-tune images first, so it distils field-matched features (beyond the paper; see README); "
+                                      "source: the teacher as trained (the paper's recipe)."),
     student_bn: str = typer.Option("train", help="train: keep the student's BatchNorm running averages from distillation; "
                                    "reestimate: one final pass over the fine-tune images."),
     train_head: bool = typer.Option(False, "--train-head", help="Also train the classifier head (the paper keeps it frozen)."),
@@ -207,6 +208,8 @@ def adapt(
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
 ):
     """Prune and distil a pretrained model on unlabeled field images; write ONNX/TensorRT artifacts and a report."""
+    if "torch" not in sys.modules:  # OpenMP reads this once, when torch loads: idle threads sleep instead of spinning,
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # which keeps training fast on a shared CPU (hardware.py)
     from .adapt import adapt as run_adapt
 
     with RichReporter(quiet=as_json) as rep:

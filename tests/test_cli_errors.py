@@ -30,7 +30,6 @@ test_faults.py use real ``python -m edgeprune.cli`` / ``edgeprune`` processes, a
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -395,9 +394,6 @@ def test_eval_bad_folders(S, cli, tmp_path):
 
 
 # ====================================================================== bad configuration
-@pytest.mark.xfail(importlib.util.find_spec("edgeprune.small_models") is None, strict=True,
-                   reason="zoo.get_entry imports edgeprune.small_models (not in the tree yet) for any unknown name: "
-                          "ModuleNotFoundError, exit 70 instead of ModelError 3")
 def test_unknown_model_suggests_close_names(S, cli, tmp_path):
     line = assert_error(cli(*adapt_args(S, S["stream"], tmp_path / "o"), "-m", "resnet19"), 3, "unknown model 'resnet19'",
                         "did you mean", "resnet18")
