@@ -17,7 +17,7 @@ from torch import nn
 from .compat import import_torchvision
 from .zoo import ZooEntry, register_entry
 
-FMNIST_MEAN = (0.2860,) * 3  # of the 32x32 zero-padded images would be lower; these are the dataset's
+FMNIST_MEAN = (0.2860,) * 3  # Fashion-MNIST statistics of the unpadded 28x28 images (train and test alike)
 FMNIST_STD = (0.3530,) * 3
 
 
