@@ -22,14 +22,16 @@ from . import __version__
 from .blocks import find_blocks
 from .bn_stats import reestimate_bn_stats
 from .criteria import CRITERIA, ScoringContext
-from .distill import DistillConfig, distill
+from .compute_floor import ComputeFloor
+from .distill import TRAIN_SCOPES, DistillConfig, distill
 from .errors import EdgepruneError, ExportError, ModelError, ProfileError, UsageError
 from .evaluate import accuracy, agreement, predict
 from .images import load_images, normalise, require_images, split_indices, summarise_skipped
 from .outputs import AtomicOutputDir, OutputLock, check_output_dir
 from .plan import LS_FLOOR, floor_savings, make_plan
 from .progress import CollectingReporter, Reporter
-from .pseudo_labels import build_pseudo_labels
+from .hardware import PRECISIONS, peak_rss_mb, plan_hardware
+from .pseudo_labels import build_distill_targets, prefix_stop
 from .report import write_json, write_report
 from .staging import split
 from .surgery import remove_blocks, save_manifest
@@ -122,6 +124,9 @@ def _adapt(
     teacher_stats: str = "source",
     student_bn: str = "train",
     train_head: bool = False,
+    train_scope: str = "suffix",
+    precision: str = "auto",
+    early_stop: bool = True,
     reporter: Reporter | None = None,
     _output_lock: OutputLock | None = None,
 ) -> AdaptResult:
@@ -134,11 +139,18 @@ def _adapt(
         model, profile: either may be omitted: the profile recorded for this device decides.
         blocks / target_saving / latency_budget_ms: how much to prune (default 3 blocks).
         tensorrt: build a TensorRT engine; None = when tensorrt and CUDA are present.
-        teacher_stats: "source" (paper: the teacher as trained) or "stream" (its BatchNorm
-            statistics re-estimated on the fine-tune images before scoring and pseudo-labels).
-        student_bn: "train" (running averages from distillation) or "reestimate" (a final pass
-            over the fine-tune images after distillation).
+        teacher_stats: "source" (default, the paper: the teacher as trained) or "stream" (its
+            BatchNorm statistics re-estimated on the fine-tune images before scoring and
+            pseudo-labels: large gains on shifted, diverse streams; harmful on low-diversity
+            streams — README "Normalisation statistics from the stream").
+        student_bn: "train" (default, the paper: the running averages left by distillation) or
+            "reestimate" (a final pass over the fine-tune images after distillation).
         train_head: also train the classifier head (the paper keeps it frozen).
+        train_scope: "suffix" (default: freeze the stages before the first removed block and train the
+            rest from their cached output) or "all" (the paper: every stage from the pixels).
+        precision: "auto" (default: bf16 autocast only where it is native and measured faster),
+            "fp32" or "bf16". early_stop: stop distillation once a validation slice of the
+            fine-tune set stops improving (docs/benchmarks/adapt_speed.md has the evidence).
     Returns:
         AdaptResult with the output folder and the report dictionary (report.json).
     """
@@ -152,6 +164,10 @@ def _adapt(
         raise UsageError(f"--teacher-stats must be source or stream, got {teacher_stats!r}")
     if student_bn not in ("train", "reestimate"):
         raise UsageError(f"--student-bn must be train or reestimate, got {student_bn!r}")
+    if train_scope not in TRAIN_SCOPES:
+        raise UsageError(f"--train-scope must be suffix or all, got {train_scope!r}")
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     CRITERIA.get(criterion)  # unknown criterion: fail before any work
     if model is not None:
         get_entry(model)  # unknown model: "did you mean ..." before any profile lookup
@@ -211,8 +227,12 @@ def _adapt(
         bn_report["teacher_bn_layers"] = layers
         if layers == 0:
             bn_report["teacher_stats"] = "not applicable: the model has no BatchNorm running statistics"
-            rep.warn("--teacher-stats stream: not applicable, the model has no BatchNorm running statistics")
+            rep.info("--teacher-stats stream: not applicable, the model has no BatchNorm running statistics")
+    hw = plan_hardware(precision, "cpu")  # threads, layout, precision (auto: probed on the real step)
+    floor = ComputeFloor("cpu")
+    floor.measure("fp32")  # start-up matmul throughput for the compute floor
     timings["load"] = time.perf_counter() - t0
+    memory = {"load": peak_rss_mb()}  # running peak (VmHWM) at the end of each phase
 
     # -- scoring
     t = time.perf_counter()
@@ -228,6 +248,7 @@ def _adapt(
     plan = make_plan(scored.scores, savings_raw, k=blocks, target_saving=target_saving,
                      latency_budget_ms=latency_budget_ms, base_ms=prof["base"]["median_ms"])
     timings["scoring"] = time.perf_counter() - t
+    memory["scoring"] = peak_rss_mb()
     rep.info(f"removing {len(plan.removed)} blocks: {', '.join(plan.removed)} (predicted saving {plan.predicted_saving:.1%})")
 
     # -- pseudo-labels (reusing the scoring pass's features of the prune images)
@@ -237,9 +258,13 @@ def _adapt(
     if scored.teacher_features is not None:
         reuse = {i: scored.teacher_features[i] for i in range(len(parts.prune))}
     ft_pixels = imgs.pixels[finetune_idx]
-    store = build_pseudo_labels(teacher, entry, ft_pixels, batch_size=batch, reuse=reuse,
-                                progress=lambda d, tot: rep.progress("pseudo-labels", d, tot))
+    stop = prefix_stop(stages, plan.removed) if train_scope == "suffix" and stages is not None and plan.removed else None
+    # one teacher pass: labels + (suffix scope) the frozen prefix's output for every fine-tune image
+    targets = build_distill_targets(teacher, entry, ft_pixels, stages=stages, stop=stop, batch_size=batch, reuse=reuse,
+                                    progress=lambda d, tot: rep.progress("pseudo-labels", d, tot))
+    store = targets.labels
     timings["pseudo_labels"] = time.perf_counter() - t
+    memory["pseudo_labels"] = peak_rss_mb()
 
     # -- distillation
     t = time.perf_counter()
@@ -249,18 +274,26 @@ def _adapt(
     held_labels = imgs.labels[held] if imgs.labels is not None else None
     pred_orig = predict(original, entry, held_px, batch)
     pred_before = predict(student, entry, held_px, batch)
-    cfg = DistillConfig(steps=steps, batch_size=batch, lr=lr, seed=seed, freeze_head=not train_head)
+    cfg = DistillConfig(steps=steps, batch_size=batch, lr=lr, seed=seed, freeze_head=not train_head,
+                        train_scope=train_scope, precision=precision, early_stop=early_stop)
     try:
-        dres = distill(student, entry, ft_pixels, store, cfg,
+        dres = distill(student, entry, ft_pixels, store, cfg, prefix=targets.prefix, removed=plan.removed, hardware=hw,
                        progress=lambda s, n, loss: rep.progress("distillation", s, n, loss=loss))
     finally:
-        store.close()
+        targets.close()
     if dres.stopped_nonfinite:
         rep.warn(f"non-finite loss: distillation stopped, weights after {dres.restored_step} updates restored")
     if student_bn == "reestimate":
         reestimate_bn_stats(student, entry, ft_pixels, batch)
     pred_after = predict(student, entry, held_px, batch)
     timings["finetune"] = time.perf_counter() - t
+    memory["finetune"] = peak_rss_mb()
+    for p in {"fp32", dres.precision}:
+        floor.measure(p, again=True)  # best of start-up and now
+    flops = _phase_flops(teacher, stages, example, stop, len(parts.prune), scored.forward_equivalents, targets)
+    floor.add("scoring", flops["scoring"], timings["scoring"])
+    floor.add("pseudo_labels", flops["pseudo_labels"], timings["pseudo_labels"])
+    floor.add("distillation", dres.floor_flops(), dres.seconds, dres.precision)
 
     errors: list[str] = []
     report: dict = {}
@@ -272,6 +305,7 @@ def _adapt(
         onnx_info = _export_and_check(student, original, entry, resolution, int(prof.get("batch", 1)), held_px,
                                       tmp, dynamic_batch, tensorrt, measure_latency, rep, errors)
         timings["export"] = time.perf_counter() - t
+        memory["export"] = peak_rss_mb()
         timings["total"] = time.perf_counter() - t0
         details = scored.details
         report = {
@@ -300,7 +334,21 @@ def _adapt(
             "normalisation": bn_report,
             "distillation": {"steps": dres.steps_done, "steps_requested": steps, "batch": min(batch, len(finetune_idx)), "lr": lr,
                              "final_loss": dres.final_loss, "first_loss": dres.losses[0] if dres.losses else None,
-                             "stopped_nonfinite": dres.stopped_nonfinite, "restored_step": dres.restored_step},
+                             "stopped_nonfinite": dres.stopped_nonfinite, "restored_step": dres.restored_step,
+                             "train_images": dres.train_images, "prefix_stage": dres.prefix_stage, "seconds": dres.seconds,
+                             "setup_seconds": dres.setup_seconds, "check_seconds": dres.check_seconds, "notes": dres.notes,
+                             "cached_prefix_mb": targets.prefix.store.nbytes / 2**20 if targets.prefix else 0.0,
+                             "labels_mb": store.nbytes / 2**20, "memory_mapped": targets.memory_mapped},
+            "train_scope": dres.train_scope,
+            "precision": dres.precision,
+            "hardware": dres.hardware,
+            "early_stop": {k: dres.early_stop.get(k) for k in ("enabled", "stopped_at", "reason", "checks", "lr_events")}
+                          | {"steps_done": dres.steps_done},
+            "compute_floor_s": floor.floor_s,
+            "efficiency": floor.efficiency(),
+            "compute_floor": floor.to_dict(),
+            "peak_memory_mb": peak_rss_mb(),
+            "peak_memory_by_phase_mb": memory,
             "timings": timings,
             "scoring_forward_equivalents": scored.forward_equivalents,
             "onnx_parity": onnx_info.get("parity"),
@@ -329,6 +377,17 @@ def adapt(images, output=None, *args, **kwargs) -> AdaptResult:
         return _adapt(images, output, *args, **kwargs)
     with OutputLock(target) as lock:
         return _adapt(images, output, *args, _output_lock=lock, **kwargs)
+
+
+def _phase_flops(teacher, stages, example, stop, n_prune, forward_equivalents, targets) -> dict[str, float]:
+    """FLOPs the scoring and pseudo-label phases required (compute_floor.py says what counts)."""
+    from .flops import model_flops, stage_flops
+
+    per_stage = stage_flops(stages, example) if stages is not None else None
+    full = sum(per_stage) if per_stage is not None else model_flops(teacher, example)
+    prefix = sum(per_stage[:stop]) if per_stage is not None and stop else 0
+    return {"scoring": n_prune * full * forward_equivalents,
+            "pseudo_labels": targets.teacher_images * full + targets.prefix_only_images * prefix}
 
 
 def _export_and_check(student, teacher, entry, resolution, batch, held_px, folder: Path, dynamic_batch, tensorrt,

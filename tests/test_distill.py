@@ -68,3 +68,36 @@ def test_nonfinite_loss_restores_last_good_weights():
     assert res.stopped_nonfinite and res.restored_step is not None and res.restored_step < 50
     assert all(torch.isfinite(p).all() for p in student.parameters())
     assert all(math.isfinite(v) for v in res.losses)
+
+
+def test_interleaved_distillers_match_running_alone():
+    """The benchmark steps several runs round-robin: that must not change what each one computes."""
+    from edgeprune.distill import Distiller
+
+    teacher, entry, pixels = _setup()
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
+    cfg = DistillConfig(steps=4, batch_size=8)
+    alone = distill(remove_blocks(teacher, ["layer1.0"]), entry, pixels, store, cfg).losses
+    a = Distiller(remove_blocks(teacher, ["layer1.0"]), entry, pixels, store, cfg)
+    b = Distiller(remove_blocks(teacher, ["layer2.1"]), entry, pixels, store, DistillConfig(steps=4, batch_size=8, train_scope="suffix"),
+                  removed=["layer2.1"])
+    while a.step() | b.step():
+        pass
+    assert a.finish().losses == alone and b.finish().steps_done == 4
+
+
+def test_auto_precision_probe_leaves_the_student_unchanged(monkeypatch):
+    from edgeprune import hardware
+    from edgeprune.distill import Distiller
+
+    monkeypatch.setattr(hardware, "cpu_bf16_support", lambda: (True, "native (test)"))
+    teacher, entry, pixels = _setup()
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
+    student = remove_blocks(teacher, ["layer1.0"])
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    d = Distiller(student, entry, pixels, store, DistillConfig(steps=2, batch_size=8, precision="auto"))
+    assert d.hw.precision in ("fp32", "bf16") and set(d.hw.probe) == {"fp32", "bf16"}
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())  # BN statistics included
+    assert all(p.grad is None for p in student.parameters())
+    res = d.finish()
+    assert res.precision == d.hw.precision and res.hardware["probe"] == d.hw.probe
