@@ -38,6 +38,24 @@ def run_stages(stages: list[Stage], x: torch.Tensor, start: int = 0, stop: int |
     return x
 
 
+def stage_positions(stages: list[Stage], names) -> dict[str, int]:
+    """Index of each named block in ``stages`` (every removable block is one stage)."""
+    index = {name: i for i, (name, _) in enumerate(stages)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise ValueError(f"blocks not in the stage split: {missing}")
+    return {n: index[n] for n in names}
+
+
+def run_keeping_inputs(stages: list[Stage], x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The input of every stage and the final output, in one pass (for cached-prefix scoring)."""
+    inputs = []
+    for _, module in stages:
+        inputs.append(x)
+        x = module(x)
+    return inputs, x
+
+
 def _flatten_sequential(prefix: str, seq: nn.Module) -> list[Stage]:
     out: list[Stage] = []
     for name, child in seq.named_children():

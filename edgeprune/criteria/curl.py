@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..flops import count_flops, model_flops, stage_flops
-from ..staging import run_stages
+from ..staging import run_keeping_inputs, run_stages, stage_positions
 from ..surgery import remove_blocks
 from ..zoo import ZooEntry, get_module
 from .base import CRITERIA, Criterion, CriterionResult, ScoringContext, batches
@@ -119,19 +119,12 @@ class Curl(Criterion):
 
     def _with_cached_prefixes(self, ctx: ScoringContext, head: HeadFn):
         stages = ctx.stages
-        index = {name: i for i, (name, _) in enumerate(stages)}
-        missing = [b.name for b in ctx.blocks if b.name not in index]
-        if missing:
-            raise ValueError(f"blocks not in the stage split: {missing}")
+        index = stage_positions(stages, [b.name for b in ctx.blocks])
         kl_sum = {b.name: 0.0 for b in ctx.blocks}
         feats = []
         with torch.no_grad():
             for x in batches(ctx.images, ctx.batch_size):
-                kept: dict[int, torch.Tensor] = {}
-                h = x
-                for j, (_, module) in enumerate(stages):
-                    kept[j] = h
-                    h = module(h)
+                kept, h = run_keeping_inputs(stages, x)
                 feats.append(h)
                 full_logits = head(h)
                 for b in ctx.blocks:

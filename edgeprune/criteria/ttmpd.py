@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..flops import stage_flops
-from ..staging import run_stages
+from ..staging import run_keeping_inputs, run_stages, stage_positions
 from ..surgery import remove_blocks
 from ..zoo import extract_features
 from .base import CRITERIA, Criterion, CriterionResult, ScoringContext, batches
@@ -28,21 +28,13 @@ def initial_noise(ctx: ScoringContext) -> tuple[dict[str, float], torch.Tensor, 
 
 def _noise_with_cached_prefixes(ctx: ScoringContext):
     stages = ctx.stages
-    index = {name: i for i, (name, _) in enumerate(stages)}
-    missing = [b.name for b in ctx.blocks if b.name not in index]
-    if missing:
-        raise ValueError(f"blocks not in the stage split: {missing}")
+    index = stage_positions(stages, [b.name for b in ctx.blocks])
     sq_err = {b.name: 0.0 for b in ctx.blocks}
     feats = []
     count = 0
     with torch.no_grad():
         for x in batches(ctx.images, ctx.batch_size):
-            kept: dict[int, torch.Tensor] = {}
-            h = x
-            for j, (_, module) in enumerate(stages):
-                kept[j] = h
-                h = module(h)
-            full = h
+            kept, full = run_keeping_inputs(stages, x)
             feats.append(full)
             for b in ctx.blocks:
                 s = index[b.name]
