@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .fashion_mnist import load_fashion_mnist, to_rgb32
 from .images import normalise
-from .source_models import pretrained_path
+from .source_models import DEFAULT_EPOCHS, pretrained_path
 from .zoo import build_architecture, get_entry
 
 
@@ -39,9 +39,13 @@ def evaluate_accuracy(model, entry, pixels: torch.Tensor, labels: torch.Tensor, 
     return correct / len(pixels)
 
 
-def train_source(name: str = "fmnist_resnet", epochs: int = 6, batch: int = 128, lr: float = 0.1, seed: int = 0,
+def train_source(name: str = "fmnist_resnet", epochs: int | None = None, batch: int = 128, lr: float = 0.1, seed: int = 0,
                  force: bool = False, progress: Callable[[int, int, float], None] | None = None) -> dict:
-    """Train ``name`` on clean Fashion-MNIST train; returns {model, path, test_accuracy, seconds}."""
+    """Train ``name`` on clean Fashion-MNIST train; returns {model, path, test_accuracy, seconds}.
+
+    ``epochs`` defaults to the model's entry in ``source_models.DEFAULT_EPOCHS`` (6 otherwise)."""
+    if epochs is None:
+        epochs = DEFAULT_EPOCHS.get(name, 6)
     path = pretrained_path(name)
     entry = get_entry(name)
     test_x, test_y = load_fashion_mnist("test")

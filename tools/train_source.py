@@ -1,6 +1,6 @@
 """Train the benchmark/demo source models on clean Fashion-MNIST train (cached outside git).
 
-    python tools/train_source.py [--model fmnist_resnet|fmnist_mobilenetv2|all] [--epochs 6] [--force]
+    python tools/train_source.py [--model fmnist_resnet|fmnist_mobilenetv2|all] [--epochs N] [--force]
 
 Prints one JSON line per model: test accuracy and training time.
 """
@@ -19,7 +19,8 @@ from edgeprune.train_source import train_source
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="all", choices=["all", "fmnist_resnet", "fmnist_mobilenetv2"])
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="default: per model (edgeprune.source_models.DEFAULT_EPOCHS: resnet 6, mobilenetv2 5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core machine (no OpenMP spinning)")
     ap.add_argument("--force", action="store_true", help="retrain even when a cached model exists")
