@@ -30,7 +30,7 @@ from .images import load_images, normalise, require_images, split_indices, summa
 from .outputs import AtomicOutputDir, OutputLock, check_output_dir
 from .plan import LS_FLOOR, floor_savings, make_plan
 from .progress import CollectingReporter, Reporter
-from .hardware import PRECISIONS, peak_rss_mb, plan_hardware
+from .hardware import PRECISIONS, peak_rss_mb, plan_hardware, release_free_memory
 from .pseudo_labels import build_distill_targets, prefix_stop
 from .report import write_json, write_report
 from .staging import split
@@ -127,6 +127,7 @@ def _adapt(
     train_scope: str = "suffix",
     precision: str = "auto",
     early_stop: bool = True,
+    micro_batch: int | None = 32,
     reporter: Reporter | None = None,
     _output_lock: OutputLock | None = None,
 ) -> AdaptResult:
@@ -151,6 +152,8 @@ def _adapt(
         precision: "auto" (default: bf16 autocast only where it is native and measured faster),
             "fp32" or "bf16". early_stop: stop distillation once a validation slice of the
             fine-tune set stops improving (docs/benchmarks/adapt_speed.md has the evidence).
+        micro_batch: images per forward/backward (gradients accumulate to ``batch``; BatchNorm
+            normalises per chunk); None = the whole batch at once, as in the paper.
     Returns:
         AdaptResult with the output folder and the report dictionary (report.json).
     """
@@ -166,6 +169,8 @@ def _adapt(
         raise UsageError(f"--student-bn must be train or reestimate, got {student_bn!r}")
     if train_scope not in TRAIN_SCOPES:
         raise UsageError(f"--train-scope must be suffix or all, got {train_scope!r}")
+    if micro_batch is not None and micro_batch <= 0:
+        raise UsageError(f"--micro-batch must be positive (or 0 for the whole batch), got {micro_batch}")
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     CRITERIA.get(criterion)  # unknown criterion: fail before any work
@@ -249,7 +254,12 @@ def _adapt(
                      latency_budget_ms=latency_budget_ms, base_ms=prof["base"]["median_ms"])
     timings["scoring"] = time.perf_counter() - t
     memory["scoring"] = peak_rss_mb()
+    release_free_memory()  # so the next phase's peak does not stack on this one's freed buffers
     rep.info(f"removing {len(plan.removed)} blocks: {', '.join(plan.removed)} (predicted saving {plan.predicted_saving:.1%})")
+
+    # Inference-only passes (pseudo-labels, held-out predictions) run in micro-batch chunks too: the
+    # result is the same and the transient activations are smaller (lite0, 224 px: +1.4 GB at 64, +0.85 at 32).
+    infer_batch = min(batch, micro_batch or batch)
 
     # -- pseudo-labels (reusing the scoring pass's features of the prune images)
     t = time.perf_counter()
@@ -260,11 +270,12 @@ def _adapt(
     ft_pixels = imgs.pixels[finetune_idx]
     stop = prefix_stop(stages, plan.removed) if train_scope == "suffix" and stages is not None and plan.removed else None
     # one teacher pass: labels + (suffix scope) the frozen prefix's output for every fine-tune image
-    targets = build_distill_targets(teacher, entry, ft_pixels, stages=stages, stop=stop, batch_size=batch, reuse=reuse,
+    targets = build_distill_targets(teacher, entry, ft_pixels, stages=stages, stop=stop, batch_size=infer_batch, reuse=reuse,
                                     progress=lambda d, tot: rep.progress("pseudo-labels", d, tot))
     store = targets.labels
     timings["pseudo_labels"] = time.perf_counter() - t
     memory["pseudo_labels"] = peak_rss_mb()
+    release_free_memory()
 
     # -- distillation
     t = time.perf_counter()
@@ -272,10 +283,11 @@ def _adapt(
     student = remove_blocks(teacher, plan.removed)
     held_px = imgs.pixels[held]
     held_labels = imgs.labels[held] if imgs.labels is not None else None
-    pred_orig = predict(original, entry, held_px, batch)
-    pred_before = predict(student, entry, held_px, batch)
+    pred_orig = predict(original, entry, held_px, infer_batch)
+    pred_before = predict(student, entry, held_px, infer_batch)
     cfg = DistillConfig(steps=steps, batch_size=batch, lr=lr, seed=seed, freeze_head=not train_head,
-                        train_scope=train_scope, precision=precision, early_stop=early_stop)
+                        train_scope=train_scope, precision=precision, early_stop=early_stop,
+                        micro_batch=micro_batch if micro_batch and micro_batch < batch else None)
     try:
         dres = distill(student, entry, ft_pixels, store, cfg, prefix=targets.prefix, removed=plan.removed, hardware=hw,
                        progress=lambda s, n, loss: rep.progress("distillation", s, n, loss=loss))
@@ -285,9 +297,10 @@ def _adapt(
         rep.warn(f"non-finite loss: distillation stopped, weights after {dres.restored_step} updates restored")
     if student_bn == "reestimate":
         reestimate_bn_stats(student, entry, ft_pixels, batch)
-    pred_after = predict(student, entry, held_px, batch)
+    pred_after = predict(student, entry, held_px, infer_batch)
     timings["finetune"] = time.perf_counter() - t
     memory["finetune"] = peak_rss_mb()
+    release_free_memory()
     for p in {"fp32", dres.precision}:
         floor.measure(p, again=True)  # best of start-up and now
     flops = _phase_flops(teacher, stages, example, stop, len(parts.prune), scored.forward_equivalents, targets)
@@ -332,7 +345,7 @@ def _adapt(
                 "accuracy_after": accuracy(pred_after, held_labels),
             },
             "normalisation": bn_report,
-            "distillation": {"steps": dres.steps_done, "steps_requested": steps, "batch": min(batch, len(finetune_idx)), "lr": lr,
+            "distillation": {"steps": dres.steps_done, "steps_requested": steps, "batch": min(batch, len(finetune_idx)), "micro_batch": cfg.micro_batch, "lr": lr,
                              "final_loss": dres.final_loss, "first_loss": dres.losses[0] if dres.losses else None,
                              "stopped_nonfinite": dres.stopped_nonfinite, "restored_step": dres.restored_step,
                              "train_images": dres.train_images, "prefix_stage": dres.prefix_stage, "seconds": dres.seconds,

@@ -235,6 +235,9 @@ def ort_session(path: str | os.PathLike, device: str = "cpu", threads: int | Non
 
 
 # ------------------------------------------------------------------ parity (Polygraphy-style)
+REFERENCE_CHUNK = 32  # images per eager reference forward in check_parity (bounds its peak memory)
+
+
 def check_parity(
     model: nn.Module,
     onnx_path: str | os.PathLike,
@@ -269,8 +272,8 @@ def check_parity(
     if first is not None and (first.device.type != "cpu" or first.dtype != torch.float32):
         model = copy.deepcopy(model).float().cpu()  # the reference is fp32 on CPU; leave theirs alone
     was_training = model.training
-    with torch.no_grad():
-        ref = model.eval()(x).numpy()
+    with torch.no_grad():  # in chunks: one 256-image batch at 224 px costs gigabytes of activations
+        ref = np.concatenate([model.eval()(c).numpy() for c in torch.split(x, REFERENCE_CHUNK)])
     model.train(was_training)
     if got.shape != ref.shape:
         raise ExportError(f"ONNX output shape {got.shape} differs from PyTorch's {ref.shape}")

@@ -15,11 +15,11 @@ Each choice is measured or checked, and falls back when the hardware cannot do i
   amx_bf16: without them oneDNN emulates bf16 and is slower than fp32; CUDA needs compute
   capability 8.0+); ``fp16`` autocast with a GradScaler (CUDA only). ``auto`` = on CUDA bf16 where
   supported, else fp16 + GradScaler; on CPU with native bf16, a short interleaved probe of the real
-  training step in fp32 and bf16 decides: bf16 unless it is more than ``BF16_MAX_SLOWDOWN`` (10%)
-  slower (measured on efficientnet_lite0, batch 64: bf16 halves a whole-network step, ties on a
-  suffix starting at 56x56, is up to 20% slower on a 14x14 / 7x7 tail; near a tie bf16 still wins
-  because it halves the activation memory of the step: +1.2 GB instead of +2.3 GB from 56x56 on);
-  otherwise fp32. Weights, optimizer state and the loss stay fp32 in every mode (autocast only
+  training step in fp32 and bf16 decides: bf16 only when it is faster (measured on
+  efficientnet_lite0, batch 64: bf16 halves a whole-network step, ties on a suffix starting at
+  56x56, is up to 20% slower on a 14x14 / 7x7 tail and at 1 thread). A tie goes to fp32: its
+  step reaches a larger share of the fp32 compute floor, and the memory bf16 would save is
+  bounded by micro-batching instead (distill.py). Weights, optimizer state and the loss stay fp32 in every mode (autocast only
   changes the matmul/conv inputs).
 * **CUDA extras**: pinned host memory for the batches; no CUDA graphs / torch.compile by default
   (compile time of minutes does not pay back over 500 short steps; not measurable here).
@@ -39,7 +39,7 @@ import torch
 from .errors import UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-BF16_MAX_SLOWDOWN = 0.10  # auto keeps bf16 unless its probe step is more than 10% slower than fp32's (it halves activation memory)
+BF16_MAX_SLOWDOWN = 0.0  # auto keeps bf16 only when its probe step is faster than fp32's (memory is bounded by micro-batches)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -202,8 +202,8 @@ def probe_precision(plan: HardwarePlan, step: Callable[[HardwarePlan], None], ro
     """Resolve ``plan.precision == "auto"`` by timing ``step`` (one training step, no weight update).
 
     Interleaved fp32 / bf16 (order alternating each round, one warm-up each), min per precision;
-    bf16 is kept unless it is more than ``BF16_MAX_SLOWDOWN`` slower (it also halves the step's
-    activation memory). ``step`` must leave the model unchanged (run it on a copy).
+    bf16 is kept only when it is faster (``BF16_MAX_SLOWDOWN`` = 0). ``step`` must leave the model
+    unchanged (run it on a copy).
     """
     if plan.precision != "auto":
         return plan
@@ -218,7 +218,7 @@ def probe_precision(plan: HardwarePlan, step: Callable[[HardwarePlan], None], ro
                 times[p].append(timer() - t)
     best = {p: min(v) for p, v in times.items()}
     plan.probe = {p: round(v, 4) for p, v in best.items()}
-    plan.precision = "bf16" if best["bf16"] <= (1 + BF16_MAX_SLOWDOWN) * best["fp32"] else "fp32"
+    plan.precision = "bf16" if best["bf16"] < (1 + BF16_MAX_SLOWDOWN) * best["fp32"] else "fp32"
     plan.notes.append(f"precision auto: probe step fp32 {best['fp32']:.3f}s, bf16 {best['bf16']:.3f}s -> {plan.precision}")
     return plan
 
@@ -247,3 +247,21 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def release_free_memory() -> bool:
+    """Hand memory freed by PyTorch back to the OS (glibc ``malloc_trim``) between phases.
+
+    glibc keeps freed activation buffers in its heap, so a later phase's peak would stack on an
+    earlier phase's leftovers; trimming makes the reported peak the largest single phase's need.
+    False where it is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+

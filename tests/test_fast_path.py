@@ -94,6 +94,23 @@ def test_suffix_distillation_freezes_the_prefix_exactly(setup):
     assert res.trained_forward_flops > 0 and res.floor_flops() == 3 * 12 * 16 * res.trained_forward_flops
 
 
+def test_micro_batches_accumulate_the_same_gradient(setup):
+    """Without BatchNorm in train mode (eval-mode student), 2 x 8 equals one pass of 16 exactly."""
+    teacher, entry, pixels = setup
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
+    weights = {}
+    for micro in (None, 8):
+        student = remove_blocks(teacher, REMOVED)
+        d = Distiller(student, entry, pixels, store, DistillConfig(steps=1, batch_size=16, micro_batch=micro))
+        d._train_mode = lambda d=d: d.student.eval()  # take BatchNorm's per-chunk statistics out of the comparison
+        d._train_mode()
+        d.step()
+        weights[micro] = {k: v.clone() for k, v in student.state_dict().items()}
+        assert len(d.result.losses) == 1
+    changed = [k for k in weights[None] if not torch.equal(weights[None][k], teacher.state_dict()[k])]
+    assert changed and all(torch.allclose(weights[None][k], weights[8][k], atol=1e-5, rtol=1e-4) for k in weights[None])
+
+
 def test_suffix_loss_matches_the_full_forward_with_an_eval_prefix(setup):
     """Training from the cache computes what the full student computes with its prefix in eval mode."""
     teacher, entry, pixels = setup
@@ -171,7 +188,7 @@ def test_precision_choices_and_fallbacks(monkeypatch):
     assert hardware.plan_hardware("auto").precision == "fp32"
     monkeypatch.setattr(hardware, "cpu_bf16_support", lambda: (True, "native"))
     assert hardware.plan_hardware("bf16").precision == "bf16"
-    for bf16_s, expected in ((0.5, "bf16"), (1.04, "bf16"), (1.2, "fp32")):
+    for bf16_s, expected in ((0.5, "bf16"), (0.97, "bf16"), (1.0, "fp32"), (1.04, "fp32")):  # a tie goes to fp32
         plan = hardware.plan_hardware("auto")
         assert plan.precision == "auto"
         fake, now = {"fp32": 1.0, "bf16": bf16_s}, [0.0]
@@ -256,6 +273,7 @@ def test_adapt_report_has_the_fast_path_keys(tmp_path):
                 blocks=2, prune_images=8, finetune_images=24, steps=3, batch=8, measure_latency=False, precision="fp32")
     r = res.report
     assert r["train_scope"] == "suffix" and r["precision"] == "fp32"
+    assert r["distillation"]["micro_batch"] is None  # batch 8 <= the default micro-batch of 32: one pass
     assert set(r["early_stop"]) >= {"enabled", "stopped_at", "reason"} and r["early_stop"]["enabled"] is False  # 24 images
     assert r["compute_floor_s"] > 0 and set(r["efficiency"]) >= {"scoring", "pseudo_labels", "distillation"}
     assert r["peak_memory_mb"] > 0 and r["distillation"]["prefix_stage"]
@@ -275,5 +293,5 @@ def test_cli_exposes_the_options():
     from edgeprune.cli import app
 
     text = CliRunner().invoke(app, ["adapt", "--help"], terminal_width=200).output
-    for opt in ("--train-scope", "--precision", "--early-stop", "--no-early-stop"):
+    for opt in ("--train-scope", "--precision", "--early-stop", "--no-early-stop", "--micro-batch"):
         assert opt in text
