@@ -29,7 +29,9 @@ docs/benchmarks/adapt_speed.md for the measurements behind each default):
   training; no held-out image is touched) is evaluated every ``check_every`` steps in eval mode.
   When its loss has not improved by ``min_rel_improvement`` (relative) for ``patience`` checks,
   the learning rate moves to its next step of the schedule early; on the last step of the
-  schedule, training stops. Without plateaus the schedule is the paper's.
+  schedule, training stops. Training also stops when the first check after a decay (early or
+  scheduled) shows no such improvement: a 10x lower rate that does not help means the next,
+  lower one will not either. Without plateaus the schedule is the paper's.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from torch import nn
 
 from .errors import UsageError
 from .flops import stage_flops
-from .hardware import HardwarePlan, plan_hardware, probe_precision
+from .hardware import HardwarePlan, plan_hardware, probe_precision, probe_threads
 from .images import normalise
 from .pseudo_labels import FeatureStore, PrefixCache, prefix_stop
 from .staging import Stage, run_stages, split
@@ -73,7 +75,7 @@ class DistillConfig:
     device: str = "cpu"
     early_stop: bool = False
     check_every: int = 25  # steps between validation checks
-    patience: int = 3  # checks without improvement before the lr steps down (or training stops)
+    patience: int = 2  # checks without improvement before the lr steps down (or training stops)
     min_rel_improvement: float = 0.01  # an improvement below 1% of the best loss does not count
     val_images: int = 64  # validation slice taken from the fine-tune set (at most 10% of it)
     min_val_images: int = 8  # fewer: early stop is off (reason recorded)
@@ -250,13 +252,15 @@ class Distiller:
                       "min_rel_improvement": config.min_rel_improvement, "val_images": len(self.val_pos),
                       "checks": [], "lr_events": []}
         self.best, self.bad = math.inf, 0
+        self.decayed_at: int | None = None  # step of the last learning-rate decay not yet judged by a check
 
         self._train_mode()
         first = self.train_pos[:self.result.batch]
+        # Probes time one micro-batch (else half a batch): a full fp32 trial step would otherwise set
+        # the run's memory peak (measured: +2.3 GB at batch 64 from 56x56 on); the ratio is what counts.
+        half = first[: self.cfg.micro_batch or max(2, len(first) // 2)]
+        probe_threads(self.hw, lambda trial: self._probe_step(trial, half))
         if self.hw.precision == "auto":
-            # One micro-batch (else half a batch): a full fp32 trial step would otherwise set the run's
-            # memory peak (measured: +2.3 GB at batch 64 from 56x56 on); the time ratio is what counts.
-            half = first[: self.cfg.micro_batch or max(2, len(first) // 2)]
             probe_precision(self.hw, lambda trial: self._probe_step(trial, half))
         self.result.precision = self.hw.precision
         self.result.hardware = self.hw.to_dict()
@@ -350,16 +354,29 @@ class Distiller:
         t = time.perf_counter()
         v = self.validation_loss()
         self.early["checks"].append([step, v])
-        if v < self.best * (1 - self.cfg.min_rel_improvement):
+        improved = v < self.best * (1 - self.cfg.min_rel_improvement)
+        if improved:
             self.best, self.bad = v, 0
         else:
             self.bad += 1
+        if self.decayed_at is not None and step > self.decayed_at:
+            # The first check after a decay judges it: no gain from a 10x lower rate means the still
+            # lower ones will not give any either (measured: docs/benchmarks/adapt_speed.md).
+            decayed, self.decayed_at = self.decayed_at, None
+            if not improved:
+                self.done = True
+                self.early["stopped_at"] = step
+                self.early["reason"] = (f"the learning-rate decay at step {decayed} improved the validation loss "
+                                        f"< {self.cfg.min_rel_improvement:.0%} within {step - decayed} steps")
+                self.result.check_seconds += time.perf_counter() - t
+                return
         if self.bad >= self.cfg.patience:
             self.bad = 0
             if self.phase < self.last_phase:
                 self.phase += 1
                 self.next_boundary = step + self.step_size
                 self._set_lr()
+                self.decayed_at = step
                 self.early["lr_events"].append({"step": step, "lr": self.cfg.lr * self.cfg.gamma ** self.phase,
                                                 "why": "validation plateau"})
             else:
@@ -419,6 +436,7 @@ class Distiller:
             self.phase = min(self.phase + 1, self.last_phase)  # = StepLR within `steps`; caps plateau shifts
             self.next_boundary += self.step_size
             self._set_lr()
+            self.decayed_at = step
         if self.early["enabled"] and step % self.cfg.check_every == 0 and step < self.cfg.steps:
             self._check(step)
         if self.progress:

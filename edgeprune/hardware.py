@@ -5,9 +5,10 @@ Each choice is measured or checked, and falls back when the hardware cannot do i
 * **Threads (CPU)**: the CPUs this process may run on (``sched_getaffinity``, capped by a cgroup
   CPU quota). PyTorch's default is the machine's core count, which oversubscribes a container
   limited to fewer CPUs; an explicit ``OMP_NUM_THREADS`` or an earlier ``torch.set_num_threads``
-  below that count is respected. (Measured on the 2-core benchmark machine: when another process
-  takes one core, 2 OpenMP threads slow down 3-7x rather than 2x; that is contention, not a
-  choice this module can fix. See docs/benchmarks/adapt_speed.md.)
+  below that count is respected. Measured on the 2-core benchmark machine: when another process
+  takes one core, 2 OpenMP threads slow down 3-7x rather than 2x (they wait for each other at
+  every parallel region). So, unless OMP_NUM_THREADS is set, ``probe_threads`` times the real
+  training step at that count and at 1 thread and keeps the faster.
 * **channels_last**: NHWC convolutions (oneDNN on CPU, cuDNN on GPU). Measured on
   efficientnet_lite0, batch 64, 224 px, CPU: a training step 8.3 s -> 4.9 s. Numerically the same
   computation (rounding-level differences only), so it is on for every 4-D convolutional input.
@@ -130,6 +131,7 @@ class HardwarePlan:
     requested: str = "fp32"
     channels_last: bool = True
     threads: int | None = None
+    threads_auto: bool = False  # chosen here (not by OMP_NUM_THREADS): probe_threads may lower it
     grad_scaler: bool = False
     pin_memory: bool = False
     notes: list[str] = field(default_factory=list)
@@ -167,6 +169,7 @@ def plan_hardware(precision: str = "fp32", device: str | torch.device = "cpu", c
     if dev == "cpu":
         if set_threads:
             plan.threads, why = choose_threads()
+            plan.threads_auto = not os.environ.get("OMP_NUM_THREADS")
             plan.notes.append(f"threads: {why}")
         ok, why = cpu_bf16_support()
         if precision == "fp16":
@@ -217,9 +220,39 @@ def probe_precision(plan: HardwarePlan, step: Callable[[HardwarePlan], None], ro
             if r:  # round 0 = warm-up (oneDNN primitive creation)
                 times[p].append(timer() - t)
     best = {p: min(v) for p, v in times.items()}
-    plan.probe = {p: round(v, 4) for p, v in best.items()}
+    plan.probe = {**(plan.probe or {}), **{p: round(v, 4) for p, v in best.items()}}
     plan.precision = "bf16" if best["bf16"] < (1 + BF16_MAX_SLOWDOWN) * best["fp32"] else "fp32"
     plan.notes.append(f"precision auto: probe step fp32 {best['fp32']:.3f}s, bf16 {best['bf16']:.3f}s -> {plan.precision}")
+    return plan
+
+
+def probe_threads(plan: HardwarePlan, step: Callable[[HardwarePlan], None], rounds: int = 2,
+                  timer: Callable[[], float] = time.perf_counter) -> HardwarePlan:
+    """Keep ``plan.threads`` or drop to 1 thread, whichever runs ``step`` faster (min of ``rounds``).
+
+    On a CPU shared with other busy processes, OpenMP threads wait for each other at every
+    parallel region: measured on the 2-core benchmark machine with one core taken, a 2-thread
+    step runs 3-7x slower than a 1-thread one. Only when the thread count was chosen here
+    (``threads_auto``); the slower count's time is recorded in ``plan.probe``.
+    """
+    n = plan.threads or torch.get_num_threads()
+    if plan.device != "cpu" or not plan.threads_auto or n <= 1:
+        return plan
+    trial = HardwarePlan(device=plan.device, precision="fp32" if plan.precision == "auto" else plan.precision,
+                         channels_last=plan.channels_last)
+    times: dict[int, list[float]] = {n: [], 1: []}
+    for r in range(rounds + 1):
+        for k in ((n, 1) if r % 2 == 0 else (1, n)):
+            torch.set_num_threads(k)
+            t = timer()
+            step(trial)
+            if r:  # round 0 = warm-up
+                times[k].append(timer() - t)
+    best = {k: min(v) for k, v in times.items()}
+    plan.threads = 1 if best[1] < best[n] else n
+    torch.set_num_threads(plan.threads)
+    plan.probe = {**(plan.probe or {}), "threads": {str(k): round(v, 4) for k, v in best.items()}}
+    plan.notes.append(f"threads: probe step {n} threads {best[n]:.3f}s, 1 thread {best[1]:.3f}s -> {plan.threads}")
     return plan
 
 

@@ -169,7 +169,8 @@ def test_early_stop_steps_the_lr_down_then_stops_on_a_plateau(setup):
     res = distill(student, entry, pixels, store, cfg)
     es = res.early_stop
     assert es["enabled"] and es["stopped_at"] == res.steps_done < 200
-    assert "last learning rate" in es["reason"] and len(es["lr_events"]) == 2  # 0.02x -> x0.1 -> x0.01 -> stop
+    # no improvement: plateau -> lr x0.1 -> the next check shows the decay did not help -> stop
+    assert "decay" in es["reason"] and len(es["lr_events"]) == 1 and es["stopped_at"] == 8
     assert es["val_images"] == 12 and res.train_images == 108
     # too few images: off, with the reason
     small = build_pseudo_labels(teacher, entry, pixels[:20], batch_size=16)
@@ -198,6 +199,26 @@ def test_precision_choices_and_fallbacks(monkeypatch):
 
         hardware.probe_precision(plan, step, timer=lambda now=now: now[0])
         assert plan.precision == expected and plan.probe == {"fp32": 1.0, "bf16": bf16_s}
+
+
+def test_thread_probe_keeps_the_faster_count(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        for one_s, expected in ((0.5, 1), (2.0, 2)):
+            plan = hardware.HardwarePlan(threads=2, threads_auto=True)
+            now = [0.0]
+
+            def step(trial, now=now, one_s=one_s):
+                assert trial.precision == "fp32"
+                now[0] += one_s if torch.get_num_threads() == 1 else 1.0
+
+            hardware.probe_threads(plan, step, timer=lambda now=now: now[0])
+            assert plan.threads == expected == torch.get_num_threads() and set(plan.probe["threads"]) == {"1", "2"}
+        plan = hardware.HardwarePlan(threads=2, threads_auto=False)  # OMP_NUM_THREADS given: never probed
+        hardware.probe_threads(plan, lambda trial: pytest.fail("probed"))
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.skipif(not hardware.cpu_bf16_support()[0], reason="no native bf16 on this CPU")
