@@ -236,6 +236,7 @@ def _adapt(
     hw = plan_hardware(precision, "cpu")  # threads, layout, precision (auto: probed on the real step)
     floor = ComputeFloor("cpu")
     floor.measure("fp32")  # start-up matmul throughput for the compute floor
+    threads_before = torch.get_num_threads()  # scoring and pseudo-labels run with these; distillation may probe fewer
     timings["load"] = time.perf_counter() - t0
     memory = {"load": peak_rss_mb()}  # running peak (VmHWM) at the end of each phase
 
@@ -301,12 +302,13 @@ def _adapt(
     timings["finetune"] = time.perf_counter() - t
     memory["finetune"] = peak_rss_mb()
     release_free_memory()
-    for p in {"fp32", dres.precision}:
-        floor.measure(p, again=True)  # best of start-up and now
+    distill_threads = torch.get_num_threads()
+    for p, n in {("fp32", threads_before), (dres.precision, distill_threads), (dres.precision, threads_before)}:
+        floor.measure(p, again=True, threads=n)  # best of start-up and now
     flops = _phase_flops(teacher, stages, example, stop, len(parts.prune), scored.forward_equivalents, targets)
-    floor.add("scoring", flops["scoring"], timings["scoring"])
-    floor.add("pseudo_labels", flops["pseudo_labels"], timings["pseudo_labels"])
-    floor.add("distillation", dres.floor_flops(), dres.seconds, dres.precision)
+    floor.add("scoring", flops["scoring"], timings["scoring"], threads=threads_before)
+    floor.add("pseudo_labels", flops["pseudo_labels"], timings["pseudo_labels"], threads=threads_before)
+    floor.add("distillation", dres.floor_flops(), dres.seconds, dres.precision, threads=distill_threads)
 
     errors: list[str] = []
     report: dict = {}

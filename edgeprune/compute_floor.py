@@ -1,7 +1,7 @@
 """Compute floor: how long the work adapt actually needs would take at the device's matmul speed.
 
 floor_s(phase) = FLOPs required by the phase / throughput of a timed matrix product measured at
-start-up in the phase's dtype; efficiency(phase) = floor_s / measured seconds (1.0 = every FLOP at
+start-up in the phase's dtype with the phase's thread count; efficiency(phase) = floor_s / measured seconds (1.0 = every FLOP at
 dense-matmul speed, which convolution nets with depthwise layers, BatchNorm and activations never
 reach on a CPU: those are memory-bound). FLOPs are PyTorch's own counts (``FlopCounterMode``:
 2 x multiply-adds of convolutions and matmuls; elementwise work is not counted).
@@ -54,26 +54,48 @@ def matmul_throughput(precision: str = "fp32", device: str | torch.device = "cpu
     return best
 
 
+def rate_key(precision: str, threads: int | None = None) -> str:
+    """``"fp32@2t"``: throughput depends on the precision and, on a CPU, the threads running it."""
+    return f"{precision}@{threads or torch.get_num_threads()}t"
+
+
 class ComputeFloor:
-    """Collects FLOPs per phase and turns them into floor seconds and efficiencies."""
+    """Collects FLOPs per phase and turns them into floor seconds and efficiencies.
+
+    Each phase's floor uses the matmul throughput at the precision AND thread count the phase ran
+    with (adapt's thread probe may drop to 1 thread when another process holds a core; the floor
+    is then that of the one core it could use). ``all_cores`` efficiencies compare with the best
+    throughput measured at any thread count, for the record.
+    """
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = device
         self.throughput: dict[str, float] = {}
         self.phases: dict[str, dict] = {}
 
-    def measure(self, precision: str = "fp32", again: bool = False) -> float:
-        """Throughput in ``precision``; ``again`` re-measures and keeps the best (a shared machine
-        busy at start-up would otherwise lower the floor and flatter the efficiency)."""
-        if precision not in self.throughput or again:
-            self.throughput[precision] = max(self.throughput.get(precision, 0.0), matmul_throughput(precision, self.device))
-        return self.throughput[precision]
+    def measure(self, precision: str = "fp32", again: bool = False, threads: int | None = None) -> float:
+        """Throughput in ``precision`` with ``threads`` (default: torch's current count); ``again``
+        re-measures and keeps the best (a shared machine busy at start-up would otherwise lower the
+        floor and flatter the efficiency)."""
+        key = rate_key(precision, threads)
+        if key not in self.throughput or again:
+            before = torch.get_num_threads()
+            if threads:
+                torch.set_num_threads(threads)
+            try:
+                self.throughput[key] = max(self.throughput.get(key, 0.0), matmul_throughput(precision, self.device))
+            finally:
+                torch.set_num_threads(before)
+        return self.throughput[key]
 
-    def add(self, phase: str, flops: float, seconds: float, precision: str = "fp32") -> None:
-        rate = self.measure(precision)
+    def add(self, phase: str, flops: float, seconds: float, precision: str = "fp32", threads: int | None = None) -> None:
+        threads = threads or torch.get_num_threads()
+        rate = self.measure(precision, threads=threads)
+        best = max([v for k, v in self.throughput.items() if k.startswith(f"{precision}@")] + [rate])
         floor = flops / rate if rate > 0 else float("nan")
-        self.phases[phase] = {"flops": float(flops), "precision": precision, "floor_s": floor, "actual_s": seconds,
-                              "efficiency": floor / seconds if seconds > 0 else float("nan")}
+        self.phases[phase] = {"flops": float(flops), "precision": precision, "threads": threads, "floor_s": floor,
+                              "actual_s": seconds, "efficiency": floor / seconds if seconds > 0 else float("nan"),
+                              "efficiency_all_cores": flops / best / seconds if seconds > 0 and best > 0 else float("nan")}
 
     @property
     def floor_s(self) -> float:

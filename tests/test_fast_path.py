@@ -259,12 +259,14 @@ def test_compute_floor_and_peak_memory():
     rate = matmul_throughput("fp32", n=128, trials=2, min_seconds=0.005)
     assert rate > 1e8
     cf = ComputeFloor()
-    cf.throughput["fp32"] = 1e9
-    cf.add("distillation", 2e9, 4.0)
-    cf.add("scoring", 1e9, 1.0)
+    cf.throughput["fp32@1t"] = 1e9
+    cf.throughput["fp32@2t"] = 2e9
+    cf.add("distillation", 2e9, 4.0, threads=1)  # the floor at the thread count the phase ran with
+    cf.add("scoring", 2e9, 1.0, threads=2)
     assert cf.floor_s == 3.0
     eff = cf.efficiency()
     assert eff["distillation"] == 0.5 and eff["scoring"] == 1.0 and eff["total"] == 3.0 / 5.0
+    assert cf.phases["distillation"]["efficiency_all_cores"] == 0.25 and cf.phases["distillation"]["threads"] == 1
     assert json.dumps(cf.to_dict())
     before = hardware.peak_rss_mb()
     assert before > 10
