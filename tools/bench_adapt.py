@@ -371,9 +371,11 @@ def tables(data: dict) -> str:
                       f"on {f['held_out']} images; measured latency saving {_f(e.get('measured_saving'), '{:.1%}')}.", ""]
     elif e:
         lines += ["End-to-end run failed: ```" + e["error"][-500:] + "```", ""]
-    s = data.get("lite0")
-    if s:
-        lines += [f"### In-process interleaved study: {s['model']} ({s['weights']}), removed {', '.join(s['removed_blocks'])}", "",
+    for key in sorted(k for k in data if k.startswith("lite0")):
+        s = data[key]
+        steps = max(v["steps_done"] for v in s["variants"].values())
+        lines += [f"### In-process interleaved study `{key}`: {s['model']} ({s['weights']}), removed "
+                  f"{', '.join(s['removed_blocks'])}, {steps} requested steps (schedule scaled to them)", "",
                   f"{s['images']['finetune']} fine-tune images, {s['images']['held_out']} held out; frozen prefix ends before "
                   f"`{s['prefix_stage']}`; cached prefix {s['cached_prefix_mb']:.0f} MB + labels {s['labels_mb']:.0f} MB (fp16). "
                   f"Matmul throughput: fp32 {s['matmul_gflops']['fp32']:.0f} GFLOP/s, bf16 {s['matmul_gflops']['bf16']:.0f} GFLOP/s. "
@@ -444,14 +446,16 @@ def goals(data: dict) -> list[str]:
                                              f"matmul throughput at the {ph.get('threads')} thread(s) it ran with; "
                                              f"{_f(ph.get('efficiency_all_cores'))} against all cores; goal >= 0.5)")
         line(e["peak_memory_mb"] <= 3 * 1024, f"peak memory {e['peak_memory_mb']:.0f} MiB (goal <= 3 GiB = 3072 MiB)")
-    s = data.get("lite0")
-    if s and "fast" in s["variants"] and _paper_best(s["variants"]):
+    for key in sorted(k for k in data if k.startswith("lite0")):
+        s = data[key]
+        if "fast" not in s["variants"] or not _paper_best(s["variants"]):
+            continue
         name, paper = _paper_best(s["variants"])
         fast = s["variants"]["fast"]
         d = (fast["held_out_agreement"] - paper["held_out_agreement"]) * 100
-        line(d >= -1.0, f"lite0 held-out agreement, fast {fast['held_out_agreement']:.3f} vs paper recipe ({name}) "
-                        f"{paper['held_out_agreement']:.3f} at {paper['steps_done']} requested steps: {d:+.1f} points "
-                        f"(goal: within 1 point); distillation {paper['distill_s'] / fast['distill_s']:.1f}x faster")
+        line(d >= -1.0, f"`{key}`: lite0 held-out agreement, fast {fast['held_out_agreement']:.3f} ({fast['steps_done']} steps) "
+                        f"vs paper recipe ({name}) {paper['held_out_agreement']:.3f} ({paper['steps_done']} steps): {d:+.1f} "
+                        f"points (goal: within 1 point); distillation {paper['distill_s'] / fast['distill_s']:.1f}x faster")
     for mname, m in (data.get("small_models") or {}).items():
         if not isinstance(m, dict) or "variants" not in m or "fast" not in m["variants"] or not _paper_best(m["variants"]):
             continue
@@ -502,6 +506,7 @@ def main() -> None:
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="do not keep sections of an existing --json")
     ap.add_argument("--skip-lite0", action="store_true")
+    ap.add_argument("--study-name", default="lite0", help="JSON key of the lite0 study (keep several: lite0, lite0_500, ...)")
     ap.add_argument("--skip-small", action="store_true")
     ap.add_argument("--json", default=str(ROOT / "docs" / "benchmarks" / "adapt_speed.json"))
     ap.add_argument("--md", default=str(ROOT / "docs" / "benchmarks" / "adapt_speed.md"))
@@ -527,27 +532,35 @@ def main() -> None:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
     json_path = Path(args.json)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    if json_path.exists() and not args.fresh:  # keep the sections this invocation does not re-run
-        old = json.loads(json_path.read_text())
-        data = {**{k: v for k, v in old.items() if k not in data}, **data}
-        data["commands"] = sorted(set(old.get("commands", [old.get("command", "")])) | {data["command"]})
+    mine = set(data)  # sections this invocation writes; the others are kept as the file has them
 
     def save():
+        nonlocal data
         data["machine"]["loadavg_end"] = os.getloadavg()
-        json_path.write_text(json.dumps(data, indent=2, default=str))
+        if json_path.exists() and not args.fresh:  # re-read at each save: another invocation may have written since
+            old = json.loads(json_path.read_text())
+            data = {**{k: v for k, v in old.items() if k not in mine}, **{k: data[k] for k in mine}}
+            data["commands"] = sorted(set(old.get("commands", [old.get("command", "")])) | {data["command"]})
+        tmp = json_path.with_name(json_path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        os.replace(tmp, json_path)
         write_md(Path(args.md), tables(data))
 
     if not args.skip_e2e:
+        mine.add("e2e")
         data["e2e"] = run_e2e(args, stream, profile)
         save()
     if not args.skip_lite0:
-        data["lite0"] = study(args, stream, profile, variants=args.variants.split(","), blocks=args.blocks, steps=args.steps,
+        mine.add(args.study_name)
+        data[args.study_name] = study(args, stream, profile, variants=args.variants.split(","), blocks=args.blocks, steps=args.steps,
                               plain_steps=args.plain_steps, finetune_n=args.finetune)
         save()
     if not args.skip_threads:
+        mine.add("threads")
         data["threads"] = threads_ab(data.get("lite0", {}).get("removed_blocks") or ["blocks.3.1"])
         save()
     if not args.skip_small:
+        mine.add("small_models")
         data["small_models"] = small_models_study(args)
     save()
     log(f"wrote {json_path} and {args.md}")
