@@ -220,14 +220,17 @@ class LatencyCache:
             self.details[key] = {"full_ms": base, "pruned_ms": s.median_ms, "cv": s.cv, "n": s.n}
 
 
-def get_profile(model_name: str, cfg: BenchConfig) -> dict:
-    """The per-block latency profile TT-MPD and Practise score with (cached in --out)."""
+def get_profile(model_name: str, cfg: BenchConfig, block_names: list[str] | None = None) -> dict:
+    """The per-block latency profile TT-MPD and Practise score with (cached in --out; measured again
+    when the cached one lists other blocks, i.e. the architecture changed)."""
     from edgeprune.profile import load_profile, run_profile, save_profile
 
     path = cfg.out / f"profile_{model_name}.json"
     if path.is_file():
         try:
-            return load_profile(path)
+            prof = load_profile(path)
+            if block_names is None or sorted(b["name"] for b in prof["blocks"]) == sorted(block_names):
+                return prof
         except Exception:
             pass
     prof = run_profile(model_name, backend="onnxruntime", resolution=32, weights=RANDOM, budget_s=cfg.profile_budget_s,
@@ -257,12 +260,25 @@ def severity_sweep(model, entry, corruptions, cfg: BenchConfig, test_px_nhwc, te
     return table
 
 
+def weights_fingerprint(model) -> str:
+    """sha1 of the state dict: a cached severity sweep is only valid for the weights that made it."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_or_sweep(model_name, model, entry, cfg, test_px_nhwc, test_y, wanted) -> dict:
     path = cfg.out / f"severity_{model_name}.json"
     table = {}
+    fingerprint = weights_fingerprint(model)
     if path.is_file():
         table = json.loads(path.read_text())
-        if table.get("images") != min(cfg.sweep_images, len(test_y)):
+        if table.get("images") != min(cfg.sweep_images, len(test_y)) or \
+                table.get("weights_sha1", fingerprint) != fingerprint:
             table = {}
     missing = [c for c in wanted if c not in table.get("corruptions", {})]
     if missing:
@@ -274,7 +290,11 @@ def load_or_sweep(model_name, model, entry, cfg, test_px_nhwc, test_y, wanted) -
         table["corruptions"] = {k: table["corruptions"][k] for k in CORRUPTIONS if k in table["corruptions"]}
         for v in table["corruptions"].values():
             v["accuracy"] = {int(s): a for s, a in v["accuracy"].items()}
+        table["weights_sha1"] = fingerprint
         cfg.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(table, indent=1))
+    elif "weights_sha1" not in table:
+        table["weights_sha1"] = fingerprint  # swept before fingerprints were recorded: adopt these weights
         path.write_text(json.dumps(table, indent=1))
     return table
 
@@ -459,7 +479,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         teacher, entry, source = load_model(model_name, allow_random=cfg.allow_random_weights)
         result["source_models"][model_name] = source
         blocks = find_blocks(teacher, entry, torch.zeros(1, 3, 32, 32))
-        prof = get_profile(model_name, cfg)
+        prof = get_profile(model_name, cfg, [b.name for b in blocks])
         savings, _ = floor_savings(block_savings(prof))
         log(f"[{time.perf_counter() - t_start:6.0f}s] severity sweep for {model_name}")
         sweep = load_or_sweep(model_name, teacher, entry, cfg, test_nhwc, test_y, cfg.corruptions)
