@@ -113,7 +113,7 @@ def distill_config(cfg: BenchConfig, seed: int) -> DistillConfig:
 # TT-MPD's fine-tuning settings as ``edgeprune adapt`` runs them: read from adapt's own defaults
 # (so the benchmark follows the library when they change); the fallback is used only when adapt's
 # signature has no such parameter.
-EDGEPRUNE_DEFAULT_FALLBACK = {"train_scope": "suffix", "precision": "auto", "early_stop": True}
+EDGEPRUNE_DEFAULT_FALLBACK = {"train_scope": "suffix", "precision": "auto", "early_stop": True, "micro_batch": 32}
 
 
 def edgeprune_defaults() -> dict:
