@@ -236,6 +236,11 @@ class Distiller:
             trained = {id(p) for _, m in self.stages[self.start :] for p in m.parameters()}
             frozen = {id(p) for p in student.parameters() if id(p) not in trained}
         self.params = trainable_parameters(student, entry, config.freeze_head, frozen)
+        if self.suffix and not self.params:  # e.g. the last block removed: nothing after it but the frozen head
+            notes.append(f"nothing trainable after {self.result.prefix_stage}: suffix scope unavailable, training all stages")
+            self.suffix, self.start, self.prefix, self.prefix_modules = False, 0, None, []
+            self.result.train_scope, self.result.prefix_stop, self.result.prefix_stage = "all", 0, ""
+            self.params = trainable_parameters(student, entry, config.freeze_head)
         self.opt = torch.optim.SGD(self.params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
         self.step_size = max(1, int(round(config.decay_every * config.steps)))
         self.last_phase = (config.steps - 1) // self.step_size  # the paper's schedule reaches this many decays

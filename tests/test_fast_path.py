@@ -94,6 +94,19 @@ def test_suffix_distillation_freezes_the_prefix_exactly(setup):
     assert res.trained_forward_flops > 0 and res.floor_flops() == 3 * 12 * 16 * res.trained_forward_flops
 
 
+def test_suffix_with_nothing_trainable_falls_back_to_all(setup):
+    """Removing the last block leaves only the frozen head after it: train every stage instead."""
+    teacher, entry, pixels = setup
+    stages = split(teacher, entry.staging)
+    stop = prefix_stop(stages, ["layer4.1"])
+    t = build_distill_targets(teacher, entry, pixels, stages=stages, stop=stop, batch_size=16)
+    student = remove_blocks(teacher, ["layer4.1"])
+    res = distill(student, entry, pixels, t.labels, DistillConfig(steps=2, batch_size=16, train_scope="suffix"),
+                  prefix=t.prefix, removed=["layer4.1"])
+    t.close()
+    assert res.train_scope == "all" and res.steps_done == 2 and any("nothing trainable" in n for n in res.notes)
+
+
 def test_micro_batches_accumulate_the_same_gradient(setup):
     """Without BatchNorm in train mode (eval-mode student), 2 x 8 equals one pass of 16 exactly."""
     teacher, entry, pixels = setup

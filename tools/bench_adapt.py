@@ -88,6 +88,7 @@ def run_e2e(args, stream: Path, profile: Path) -> dict:
     cmd = [sys.executable, "-m", "edgeprune.cli", "adapt", "--images", str(stream), "--profile", str(profile),
            "--output", str(out), "--force", "--json"]
     log("end to end: " + " ".join(cmd[2:]))
+    load_start = os.getloadavg()[0]
     t = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     if _USER_OMP:
@@ -101,6 +102,7 @@ def run_e2e(args, stream: Path, profile: Path) -> dict:
         return {"error": proc.stderr[-2000:], "wall_s": wall}
     r = json.loads(proc.stdout)
     return {"command": "edgeprune adapt --images STREAM --profile PROFILE --output OUT --force --json", "wall_s": wall,
+            "loadavg_start": load_start, "loadavg_end": os.getloadavg()[0],
             "child_peak_rss_mb": child_peak, "removed_blocks": r["removed_blocks"], "timings": r["timings"],
             "train_scope": r["train_scope"], "precision": r["precision"], "hardware": r.get("hardware"),
             "early_stop": r["early_stop"], "distillation": r["distillation"], "compute_floor_s": r["compute_floor_s"],
@@ -357,14 +359,13 @@ def tables(data: dict) -> str:
         ph = e["compute_floor"]["phases"]
         for k, v in e["timings"].items():
             p = ph.get({"finetune": "distillation"}.get(k, k), {})
-            actual = p.get("actual_s") if k != "finetune" else None
-            lines.append(f"| {k} | {v:.1f} | {_f(p.get('floor_s'))} | {_f(p.get('efficiency'))} |"
-                         + (f" (distill loop {actual:.1f} s)" if actual else ""))
+            lines.append(f"| {k} | {v:.1f} | {_f(p.get('floor_s'))} | {_f(p.get('efficiency'))} |")
         if "distillation" in ph:
             d = ph["distillation"]
             lines.append(f"| distill loop | {d['actual_s']:.1f} | {d['floor_s']:.1f} | {d['efficiency']:.2f} |")
         f = e["fidelity"]
-        lines += ["", f"Wall time of the command: **{e['wall_s'] / 60:.1f} min**; peak memory "
+        lines += ["", f"Wall time of the command: **{e['wall_s'] / 60:.1f} min** (1-min load average of the machine at its "
+                      f"start / end: {_f(e.get('loadavg_start'), '{:.1f}')} / {_f(e.get('loadavg_end'), '{:.1f}')}); peak memory "
                       f"**{e['peak_memory_mb']:.0f} MiB** (report; by phase {e.get('peak_memory_by_phase_mb')}), "
                       f"{e['child_peak_rss_mb']:.0f} MiB (rusage of the child); "
                       f"held-out agreement before / after distillation {f['agreement_before']:.3f} / {f['agreement_after']:.3f} "
