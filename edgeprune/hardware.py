@@ -5,10 +5,11 @@ Each choice is measured or checked, and falls back when the hardware cannot do i
 * **Threads (CPU)**: the CPUs this process may run on (``sched_getaffinity``, capped by a cgroup
   CPU quota). PyTorch's default is the machine's core count, which oversubscribes a container
   limited to fewer CPUs; an explicit ``OMP_NUM_THREADS`` or an earlier ``torch.set_num_threads``
-  below that count is respected. Measured on the 2-core benchmark machine: when another process
-  takes one core, 2 OpenMP threads slow down 3-7x rather than 2x (they wait for each other at
-  every parallel region). So, unless OMP_NUM_THREADS is set, ``probe_threads`` times the real
-  training step at that count and at 1 thread and keeps the faster.
+  below that count is respected. On the 2-core benchmark machine with another process on one
+  core, 2 OpenMP threads gained nothing (probe: 1.20 s vs 1.19 s per micro-batch, with
+  ``OMP_WAIT_POLICY=PASSIVE``) and, with spinning threads, ran several times slower than 1 (they
+  wait for each other at every parallel region). So, unless OMP_NUM_THREADS is set,
+  ``probe_threads`` times the real training step at that count and at 1 thread and keeps the faster.
 * **channels_last**: NHWC convolutions (oneDNN on CPU, cuDNN on GPU). Measured on
   efficientnet_lite0, batch 64, 224 px, CPU: a training step 8.3 s -> 4.9 s. Numerically the same
   computation (rounding-level differences only), so it is on for every 4-D convolutional input.
@@ -20,8 +21,8 @@ Each choice is measured or checked, and falls back when the hardware cannot do i
   efficientnet_lite0, batch 64: bf16 halves a whole-network step, ties on a suffix starting at
   56x56, is up to 20% slower on a 14x14 / 7x7 tail and at 1 thread). A tie goes to fp32: its
   step reaches a larger share of the fp32 compute floor, and the memory bf16 would save is
-  bounded by micro-batching instead (distill.py). Weights, optimizer state and the loss stay fp32 in every mode (autocast only
-  changes the matmul/conv inputs).
+  bounded by micro-batching instead (distill.py). Weights, optimizer state and the loss stay
+  fp32 in every mode (autocast only changes the matmul/conv inputs).
 * **CUDA extras**: pinned host memory for the batches; no CUDA graphs / torch.compile by default
   (compile time of minutes does not pay back over 500 short steps; not measurable here).
 """
@@ -231,9 +232,8 @@ def probe_threads(plan: HardwarePlan, step: Callable[[HardwarePlan], None], roun
     """Keep ``plan.threads`` or drop to 1 thread, whichever runs ``step`` faster (min of ``rounds``).
 
     On a CPU shared with other busy processes, OpenMP threads wait for each other at every
-    parallel region: measured on the 2-core benchmark machine with one core taken, a 2-thread
-    step runs 3-7x slower than a 1-thread one. Only when the thread count was chosen here
-    (``threads_auto``); the slower count's time is recorded in ``plan.probe``.
+    parallel region, so more threads can be slower than one (see the module docstring). Only when
+    the thread count was chosen here (``threads_auto``); both times are recorded in ``plan.probe``.
     """
     n = plan.threads or torch.get_num_threads()
     if plan.device != "cpu" or not plan.threads_auto or n <= 1:
