@@ -31,7 +31,7 @@ from .outputs import AtomicOutputDir, OutputLock, check_output_dir
 from .plan import LS_FLOOR, floor_savings, make_plan
 from .progress import CollectingReporter, Reporter
 from .hardware import PRECISIONS, peak_rss_mb, plan_hardware, release_free_memory
-from .pseudo_labels import build_distill_targets, prefix_stop
+from .pseudo_labels import build_distill_targets, suffix_stop
 from .report import write_json, write_report
 from .staging import split
 from .surgery import remove_blocks, save_manifest
@@ -269,7 +269,7 @@ def _adapt(
     if scored.teacher_features is not None:
         reuse = {i: scored.teacher_features[i] for i in range(len(parts.prune))}
     ft_pixels = imgs.pixels[finetune_idx]
-    stop = prefix_stop(stages, plan.removed) if train_scope == "suffix" and stages is not None and plan.removed else None
+    stop = suffix_stop(stages, plan.removed, train_scope)
     # one teacher pass: labels + (suffix scope) the frozen prefix's output for every fine-tune image
     targets = build_distill_targets(teacher, entry, ft_pixels, stages=stages, stop=stop, batch_size=infer_batch, reuse=reuse,
                                     progress=lambda d, tot: rep.progress("pseudo-labels", d, tot))

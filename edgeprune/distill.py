@@ -48,7 +48,7 @@ from torch import nn
 
 from .errors import UsageError
 from .flops import stage_flops
-from .hardware import HardwarePlan, plan_hardware, probe_precision, probe_threads
+from .hardware import HardwarePlan, plan_hardware, probe_precision, probe_threads, to_layout
 from .images import normalise
 from .pseudo_labels import FeatureStore, PrefixCache, prefix_stop
 from .staging import Stage, run_stages, split
@@ -149,10 +149,6 @@ def validation_split(n: int, config: DistillConfig) -> tuple[list[int], list[int
     return sorted(perm[k:]), sorted(perm[:k]), None
 
 
-def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
-
-
 def _identity_stop(stages: list[Stage]) -> int | None:
     idx = [i for i, (_, m) in enumerate(stages) if isinstance(m, nn.Identity)]
     return min(idx) if idx else None
@@ -167,7 +163,7 @@ def build_prefix_cache(stages: list[Stage], stop: int, entry: ZooEntry, pixels: 
     store = None
     with torch.no_grad():
         for start in range(0, pixels.shape[0], batch_size):
-            x = _layout(normalise(pixels[start : start + batch_size], entry.mean, entry.std), channels_last)
+            x = to_layout(normalise(pixels[start : start + batch_size], entry.mean, entry.std), channels_last)
             h = run_stages(stages, x, 0, stop)
             if store is None:
                 store = FeatureStore(pixels.shape[0], tuple(h.shape[1:]))
@@ -291,7 +287,7 @@ class Distiller:
             x = normalise(self.pixels[idx], self.entry.mean, self.entry.std)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
-        return _layout(x, self.hw.channels_last)
+        return to_layout(x, self.hw.channels_last)
 
     def _targets(self, positions) -> torch.Tensor:
         y = self.labels.get(torch.as_tensor(positions))

@@ -124,6 +124,11 @@ def choose_threads(apply: bool = True) -> tuple[int, str]:
     return cpus, f"{cpus} (torch default {current} lowered to the {cpus} CPUs available to this process)"
 
 
+def to_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """NHWC for 4-D activations when ``channels_last``; other tensors unchanged."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
 # ---------------------------------------------------------------- the plan
 @dataclass
 class HardwarePlan:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .hardware import to_layout
 from .images import normalise
 from .staging import Stage, run_stages
 from .zoo import ZooEntry, extract_features
@@ -125,6 +126,12 @@ class DistillTargets:
             self.prefix.close()
 
 
+def suffix_stop(stages: list[Stage] | None, removed, train_scope: str) -> int | None:
+    """Where the frozen prefix ends for ``train_scope`` ("suffix"), or None: no prefix to cache
+    (scope "all", a model without a stage split, or nothing removed)."""
+    return prefix_stop(stages, removed) if train_scope == "suffix" and stages is not None and removed else None
+
+
 def prefix_stop(stages: list[Stage], removed) -> int:
     """Index of the first removed block in ``stages`` (the prefix is every stage before it)."""
     names = [n for n, _ in stages]
@@ -132,10 +139,6 @@ def prefix_stop(stages: list[Stage], removed) -> int:
     if not idx:
         raise ValueError(f"none of the removed blocks {list(removed)} is a stage")
     return min(idx)
-
-
-def _to_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 def build_distill_targets(
@@ -173,7 +176,7 @@ def build_distill_targets(
     with torch.no_grad():
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            x = _to_layout(normalise(pixels[chunk], entry.mean, entry.std), channels_last)
+            x = to_layout(normalise(pixels[chunk], entry.mean, entry.std), channels_last)
             need = [j for j, i in enumerate(chunk) if i not in reuse]
             if want_prefix:
                 h = run_stages(stages, x, 0, stop)

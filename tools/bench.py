@@ -59,7 +59,7 @@ from edgeprune.finetuners import FINETUNERS, FinetuneResult, TeacherCounter  # n
 from edgeprune.hardware import plan_hardware  # noqa: E402
 from edgeprune.images import normalise, split_indices  # noqa: E402
 from edgeprune.plan import floor_savings, make_plan  # noqa: E402
-from edgeprune.pseudo_labels import build_distill_targets, prefix_stop  # noqa: E402
+from edgeprune.pseudo_labels import build_distill_targets, suffix_stop  # noqa: E402
 from edgeprune.staging import split  # noqa: E402
 from edgeprune.surgery import remove_blocks  # noqa: E402
 from edgeprune.tta import eata, tent  # noqa: E402
@@ -140,7 +140,7 @@ def ttmpd_finetune(student, teacher, entry, pixels, removed, reuse, cfg: BenchCo
     train_seconds = ``distill`` (including its precision probe and early-stop checks)."""
     dcfg = ttmpd_config(cfg, seed)
     stages = split(teacher, entry.staging)
-    stop = prefix_stop(stages, removed) if dcfg.train_scope == "suffix" and stages is not None and removed else None
+    stop = suffix_stop(stages, removed, dcfg.train_scope)
     t0 = time.perf_counter()
     with TeacherCounter(teacher, entry) as counter:
         targets = build_distill_targets(teacher, entry, pixels, stages=stages, stop=stop, batch_size=dcfg.batch_size,
