@@ -259,7 +259,7 @@ def _adapt(
     rep.info(f"removing {len(plan.removed)} blocks: {', '.join(plan.removed)} (predicted saving {plan.predicted_saving:.1%})")
 
     # Inference-only passes (pseudo-labels, held-out predictions) run in micro-batch chunks too: the
-    # result is the same and the transient activations are smaller (lite0, 224 px: +1.4 GB at 64, +0.85 at 32).
+    # result is the same and the transient activations are smaller (lite0, 224 px: +1.3 GB at 64, +0.8 at 32).
     infer_batch = min(batch, micro_batch or batch)
 
     # -- pseudo-labels (reusing the scoring pass's features of the prune images)

@@ -24,7 +24,8 @@ docs/benchmarks/adapt_speed.md for the measurements behind each default):
 * ``micro_batch``: run each batch as chunks of this many images and accumulate the gradient
   (the same mean loss; BatchNorm normalises per chunk, i.e. ghost batches). ``adapt`` uses 32 on
   CPU: measured on efficientnet_lite0 (suffix from 56x56, 1 thread) a 64-image step as 2 x 32 is
-  ~15% faster and needs ~0.8 GB less than one pass of 64 (+1.2 GB instead of +2.0 GB).
+  11-16% faster and needs ~0.8 GB less than one pass of 64 (+1.2 GB instead of +2.0 GB;
+  tools/probe_step_memory.py).
 * ``early_stop``: a validation slice of the fine-tune set (``val_images``, excluded from
   training; no held-out image is touched) is evaluated every ``check_every`` steps in eval mode.
   When its loss has not improved by ``min_rel_improvement`` (relative) for ``patience`` checks,
