@@ -1,15 +1,21 @@
-"""Atomic output folders with a lock: an interrupted run leaves nothing half-written.
+"""Atomic outputs: files and folders that are either complete or absent, never half-written.
 
-Artifacts are written into a hidden temporary sibling folder and moved into place only when
-everything succeeded; earlier output at the same path survives any failure. A lock file next
-to the output stops two runs writing to the same place; a lock whose process is gone (a
-killed run) is detected and cleared.
+Files: ``atomic_write`` / ``atomic_path`` write to a temporary name beside the target and
+rename it over the target on success (a crash leaves the earlier file).
+
+Folders: artifacts are written into a hidden temporary sibling folder and moved into place only
+when everything succeeded; earlier output at the same path survives any failure. Every folder
+published here carries a marker (``OUTPUT_MARKER``) listing the files edgeprune wrote: ``--force``
+replaces only such a folder, and only while it holds nothing else, so a mistyped ``--output``
+never deletes a user's data. A lock file next to the output stops two runs writing to the same
+place; a lock whose process is gone (a killed run) is detected and cleared.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import signal
@@ -17,8 +23,12 @@ import socket
 import tempfile
 import threading
 from pathlib import Path
+from typing import Iterator
 
 from .errors import OutputError
+
+OUTPUT_MARKER = ".edgeprune-output.json"  # in every folder AtomicOutputDir publishes
+MARKER_FORMAT = "edgeprune.output"
 
 # OSErrors that mean "cannot write here" (disk full, quota, read-only, permissions): an OutputError.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG})
@@ -119,11 +129,84 @@ class OutputLock:
         return False
 
 
+# ------------------------------------------------------------------ files
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """``with atomic_path(p) as tmp:`` write ``tmp``; it replaces ``p`` when the block succeeds.
+
+    The temporary file is a hidden sibling (same file system, so the rename is atomic), created
+    with the usual permissions (umask applies); it is removed when the block fails. Parent
+    folders are created. OSErrors are raised as they are (callers word them for their output).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _fresh_temp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically; returns the path."""
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+    return Path(path)
+
+
+def _fresh_temp_name(path: Path) -> Path:
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise OutputError(f"cannot create a temporary file beside {path}")
+
+
+# ------------------------------------------------------------------ folders
+def write_marker(folder: Path) -> None:
+    """Record in ``folder`` that edgeprune wrote it, with the files it holds now."""
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != OUTPUT_MARKER)
+    from edgeprune import __version__
+
+    marker = {"format": MARKER_FORMAT, "version": 1, "edgeprune": __version__, "files": files}
+    atomic_write(folder / OUTPUT_MARKER, json.dumps(marker, indent=1) + "\n")
+
+
+def foreign_files(folder: Path) -> list[str] | None:
+    """Files in ``folder`` that edgeprune did not write; None when no valid marker is there."""
+    try:
+        marker = json.loads((folder / OUTPUT_MARKER).read_text())
+        ours = set(marker["files"]) if marker.get("format") == MARKER_FORMAT else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if ours is None:
+        return None
+    present = (str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(f for f in present if f != OUTPUT_MARKER and f not in ours)
+
+
 def check_output_dir(target: Path, force: bool) -> None:
+    """Refuse an output that is a file, non-empty without ``force``, or not edgeprune's to replace."""
     if target.exists() and not target.is_dir():
         raise OutputError(f"output path {target} is a file, not a folder", "choose another --output")
-    if target.is_dir() and any(target.iterdir()) and not force:
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    if not force:
         raise OutputError(f"output folder {target} is not empty", "use --force to replace it, or choose another --output")
+    foreign = foreign_files(target)
+    if foreign is None:
+        raise OutputError(f"--force refused: {target} was not written by edgeprune (no {OUTPUT_MARKER} in it)",
+                          "--force replaces only edgeprune's own output folders; choose another --output")
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise OutputError(f"--force refused: {target} holds files edgeprune did not write: {shown}",
+                          "move them elsewhere first, or choose another --output")
 
 
 class AtomicOutputDir:
@@ -160,8 +243,12 @@ class AtomicOutputDir:
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
             if exc_type is None:
-                with _signals_deferred():
-                    self._publish()
+                try:
+                    with _signals_deferred():
+                        self._publish()
+                except BaseException:
+                    shutil.rmtree(self.tmp, ignore_errors=True)
+                    raise
             else:
                 shutil.rmtree(self.tmp, ignore_errors=True)
         except OSError as err:  # publishing failed: nothing published, the earlier output is back
@@ -175,6 +262,8 @@ class AtomicOutputDir:
         return False
 
     def _publish(self) -> None:
+        write_marker(self.tmp)
+        check_output_dir(self.target, self.force)  # again: files may have appeared during the run
         backup = None
         if self.target.exists():
             backup = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")

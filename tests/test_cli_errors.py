@@ -543,6 +543,10 @@ def test_output_path_is_a_file_or_not_empty(S, cli, tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     assert_error(cli(*adapt_args(S, S["stream"], tmp_path / "full")), 6, "is not empty", "--force")
     assert os.listdir(tmp_path / "full") == ["x"] and leftovers(tmp_path / "full") == []
+    # --force on a folder edgeprune did not write (a mistyped --output): refused before any work, file kept
+    assert_error(cli(*adapt_args(S, S["stream"], tmp_path / "full", "--force")), 6, "--force refused",
+                 "not written by edgeprune", "choose another --output")
+    assert os.listdir(tmp_path / "full") == ["x"] and leftovers(tmp_path / "full") == []
 
 
 def test_profile_output_that_is_a_folder_is_refused_before_timing(cli, tmp_path):

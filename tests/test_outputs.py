@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from edgeprune.errors import OutputError
-from edgeprune.outputs import AtomicOutputDir, OutputLock
+from edgeprune.outputs import OUTPUT_MARKER, AtomicOutputDir, OutputLock, atomic_path, atomic_write
 
 
 def test_publish_on_success_only(tmp_path):
@@ -30,9 +30,50 @@ def test_refusals(tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(OutputError, match="not empty"):
         AtomicOutputDir(tmp_path / "full").__enter__()
-    with AtomicOutputDir(tmp_path / "full", force=True) as tmp:
-        (tmp / "y").write_text("y")
-    assert sorted(os.listdir(tmp_path / "full")) == ["y"]
+    with pytest.raises(OutputError, match="not written by edgeprune"):  # --force never deletes a user's folder
+        AtomicOutputDir(tmp_path / "full", force=True).__enter__()
+    assert os.listdir(tmp_path / "full") == ["x"]
+
+
+def test_force_replaces_only_edgeprune_output(tmp_path):
+    target = tmp_path / "out"
+    with AtomicOutputDir(target) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "a.txt").write_text("1")
+    assert sorted(os.listdir(target)) == [OUTPUT_MARKER, "sub"]
+    with AtomicOutputDir(target, force=True) as tmp:  # edgeprune's own folder: replaced
+        (tmp / "b.txt").write_text("2")
+    assert sorted(os.listdir(target)) == [OUTPUT_MARKER, "b.txt"]
+    (target / "notes.txt").write_text("the user's")  # a user's file added to it: refused, kept
+    with pytest.raises(OutputError, match="files edgeprune did not write: notes.txt"):
+        AtomicOutputDir(target, force=True).__enter__()
+    (target / OUTPUT_MARKER).write_text("{not json")  # a damaged marker proves nothing
+    with pytest.raises(OutputError, match="not written by edgeprune"):
+        AtomicOutputDir(target, force=True).__enter__()
+    assert (target / "notes.txt").read_text() == "the user's"
+
+
+def test_files_appearing_during_the_run_block_the_publish(tmp_path):
+    target = tmp_path / "out"
+    with AtomicOutputDir(target) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(OutputError, match="did not write: late.txt"):
+        with AtomicOutputDir(target, force=True) as tmp:
+            (tmp / "a").write_text("2")
+            (target / "late.txt").write_text("user")
+    assert (target / "a").read_text() == "1" and (target / "late.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp folder or lock left
+
+
+def test_atomic_file_writes(tmp_path):
+    path = tmp_path / "d" / "f.json"
+    atomic_write(path, "one")
+    assert path.read_text() == "one" and oct(path.stat().st_mode & 0o777) != oct(0o600)
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert path.read_text() == "one" and os.listdir(path.parent) == ["f.json"]
 
 
 def test_second_writer_refused_and_stale_lock_cleared(tmp_path):
@@ -47,6 +88,6 @@ def test_second_writer_refused_and_stale_lock_cleared(tmp_path):
     import socket
 
     lock.path.write_text(f"{proc.pid} {socket.gethostname()}\n")
-    with AtomicOutputDir(target) as tmp:
+    with AtomicOutputDir(target, force=True) as tmp:
         (tmp / "ok").write_text("1")
     assert (target / "ok").exists() and not lock.path.exists()
