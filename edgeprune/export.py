@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .errors import BackendUnavailable, ExportError, UsageError
+from .outputs import WRITE_ERRNOS, atomic_path, atomic_write, write_error
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -73,25 +74,20 @@ def export_onnx(
     model = model.eval()
     errors = []
     for name in exporters:
-        fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
         try:
-            _EXPORTERS[name](model, example, tmp, dynamic_batch, opset)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                try:
+                    _EXPORTERS[name](model, example, tmp, dynamic_batch, opset)
+                finally:
+                    _remove_external_data(tmp)
             return path
         except OSError as exc:
-            from .outputs import WRITE_ERRNOS, write_error
-
             if exc.errno in WRITE_ERRNOS:  # disk full / read-only: another exporter would fail too
                 raise write_error(exc, path) from exc
             errors.append(f"{name}: {type(exc).__name__}: {str(exc).strip()[:300]}")
         except Exception as exc:  # exporter internals raise many types; report them all
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             errors.append(f"{name}: {type(exc).__name__}: {first[:300]}")
-        finally:
-            tmp.unlink(missing_ok=True)
-            _remove_external_data(tmp)
     raise ExportError(f"ONNX export of {type(model).__name__} failed", "; ".join(errors))
 
 
@@ -409,9 +405,9 @@ def build_tensorrt_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"TensorRT could not build an engine for {onnx_path.name}", "rerun with a larger --workspace or fp32")
-    _atomic_write_bytes(engine_path, bytes(serialized))
+    atomic_write(engine_path, bytes(serialized))
     if timing_cache_path is not None:
-        _atomic_write_bytes(Path(timing_cache_path), bytes(config.get_timing_cache().serialize()))
+        atomic_write(Path(timing_cache_path), bytes(config.get_timing_cache().serialize()))
 
     from .fingerprint import device_fingerprint
 
@@ -430,7 +426,7 @@ def build_tensorrt_engine(
         "device": device_fingerprint("cuda"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _atomic_write_bytes(engine_sidecar_path(engine_path), json.dumps(sidecar, indent=2).encode())
+    atomic_write(engine_sidecar_path(engine_path), json.dumps(sidecar, indent=2).encode())
     return engine_path
 
 
@@ -468,14 +464,3 @@ def _sha256(path: Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

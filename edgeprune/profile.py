@@ -33,6 +33,7 @@ from .backends.base import workdir_for
 from .blocks import find_blocks
 from .errors import ModelError, OutputError, ProfileError, UsageError
 from .fingerprint import device_fingerprint, device_slug
+from .outputs import atomic_write
 from .surgery import remove_blocks
 from .timing import DEFAULTS as TIMING_DEFAULTS
 from .timing import InterleavedRun, Stats, noise_warnings, run_interleaved, short_run_warning, stop_warning
@@ -344,15 +345,7 @@ def save_profile(profile: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     text = json.dumps(profile, indent=2, allow_nan=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, text)
     except OSError as exc:
         raise OutputError(f"cannot write the profile {path}: {exc.strerror or exc}",
                           "give a .json file path you can write (--output), or free some disk space") from None

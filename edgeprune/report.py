@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
+
+from .outputs import atomic_write
 
 REPORT_SCHEMA = "edgeprune.adapt-report"
 REPORT_VERSION = 1
@@ -25,9 +26,7 @@ def _clean(obj):
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
 
 
 def _pct(v) -> str:
@@ -82,6 +81,4 @@ def render_markdown(r: dict) -> str:
 def write_report(folder: Path, report: dict) -> None:
     report = {"schema": REPORT_SCHEMA, "schema_version": REPORT_VERSION, **report}
     write_json(folder / "report.json", report)
-    tmp = folder / "report.md.tmp"
-    tmp.write_text(render_markdown(_clean(report)))
-    os.replace(tmp, folder / "report.md")
+    atomic_write(folder / "report.md", render_markdown(_clean(report)))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError, UsageError
+from .outputs import atomic_path
 from .zoo import build_architecture, get_entry, get_module, set_module
 
 MANIFEST_FORMAT = "edgeprune.manifest"
@@ -46,10 +47,8 @@ def manifest_dict(model: nn.Module, model_name: str, weights_source: str, remove
 
 def save_manifest(path: str | os.PathLike, model: nn.Module, model_name: str, weights_source: str, removed: list[str], **extra) -> None:
     """Write atomically (temp file + rename) so a crash never leaves half a manifest."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(manifest_dict(model, model_name, weights_source, removed, **extra), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(manifest_dict(model, model_name, weights_source, removed, **extra), tmp)
 
 
 def read_manifest(path: str | os.PathLike) -> dict:

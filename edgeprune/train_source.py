@@ -6,7 +6,6 @@ flip; channels-last. Writes a plain state dict atomically to ``source_models.pre
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable
 
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 
 from .fashion_mnist import load_fashion_mnist, to_rgb32
 from .images import normalise
+from .outputs import atomic_path
 from .source_models import DEFAULT_EPOCHS, pretrained_path
 from .zoo import build_architecture, get_entry
 
@@ -86,9 +86,7 @@ def train_source(name: str = "fmnist_resnet", epochs: int | None = None, batch: 
     seconds = time.perf_counter() - start
     model = model.to(memory_format=torch.contiguous_format)
     acc = evaluate_accuracy(model, entry, test_px, test_labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
     return {"model": name, "path": str(path), "cached": False, "test_accuracy": acc, "seconds": seconds,
             "epochs": epochs, "seed": seed}

@@ -55,6 +55,8 @@ def test_adapt_writes_all_artifacts_and_reloads(setup):
     res = _run(setup, out)
     names = sorted(os.listdir(out))
     assert {"model.pt", "model.onnx", "report.json", "report.md"} <= set(names)
+    marker = json.loads((out / ".edgeprune-output.json").read_text())  # what --force may replace later
+    assert marker["format"] == "edgeprune.output" and sorted(marker["files"]) == [n for n in names if not n.startswith(".")]
     rep = json.loads((out / "report.json").read_text())
     for key in ("model", "criterion", "k", "removed_blocks", "block_scores", "predicted_saving", "measured_saving",
                 "fidelity", "timings", "scoring_forward_equivalents", "onnx_parity", "images", "versions", "seed"):

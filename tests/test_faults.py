@@ -223,7 +223,7 @@ def test_onnx_export_failure_publishes_manifest_and_report(S, tmp_path, monkeypa
     assert len(lines) == 1 and "ONNX export failed: simulated exporter crash" in lines[0], err
     assert f"manifest and report saved in {out}" in lines[0]
     assert len(raised) == 1 and isinstance(raised[0], ExportError)
-    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".edgeprune-output.json", "model.pt", "report.json", "report.md"]
     report = json.loads((out / "report.json").read_text())
     assert report["errors"] == ["ONNX export failed: simulated exporter crash (report it)"]
     assert report["artifacts"] == ["model.pt"]
