@@ -1,9 +1,12 @@
+import math
+
 import torch
 
 from edgeprune import zoo
 from edgeprune.blocks import find_blocks
 from edgeprune.criteria import CRITERIA, ScoringContext
 from edgeprune.staging import split
+from edgeprune.surgery import remove_blocks
 
 
 def _ctx(name, res=64, stages=True):
@@ -26,7 +29,16 @@ def test_cached_prefix_scores_equal_full_passes_and_cost_less():
 
 
 def test_importance_is_noise_times_gap_over_saving():
-    res = CRITERIA.get("ttmpd")().score(_ctx("resnet18"))
-    for name, d in res.details.items():
-        assert res.scores[name] == d["noise"] * d["capacity_gap"] / d["latency_saving"]
-        assert d["noise"] > 0
+    """Eq. 4 against L_i computed here the paper's way (one full forward per removed block)."""
+    ctx = _ctx("resnet18")
+    res = CRITERIA.get("ttmpd")().score(ctx)
+    size = sum(p.numel() for p in ctx.model.parameters())
+    with torch.no_grad():
+        full = zoo.extract_features(ctx.model, ctx.entry, ctx.images)
+        for b in ctx.blocks:
+            student = remove_blocks(ctx.model, [b.name])
+            noise = float(((full - zoo.extract_features(student, ctx.entry, ctx.images)) ** 2).mean())  # Eq. 1
+            gap = (size - sum(p.numel() for p in student.parameters())) / size  # Eq. 2
+            expected = noise * gap / ctx.latency_saving[b.name]
+            assert noise > 0 and gap > 0
+            assert math.isclose(res.scores[b.name], expected, rel_tol=1e-4), b.name
