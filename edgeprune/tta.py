@@ -9,7 +9,7 @@ Both adapt a model online while it predicts a stream of test images, in batches:
   ``forward_and_adapt``, a batch's predictions come from the same forward pass that computes the
   loss, i.e. before that batch's update.
 * :func:`eata` (Niu et al. 2022): as TENT, but the entropy loss only uses *reliable* samples
-  (entropy H < E0 = 0.4 ln C) that are *not redundant* (|cos(m, p_j)| < 0.05, m = moving average of
+  (entropy H < E0 = 0.4 ln C) that are *not redundant* (|cos(m, p_j)| < d, m = moving average of
   the selected samples' predicted probabilities, m <- 0.9 m + 0.1 mean(p_selected); the first
   batch has no m yet), each weighted by exp(-(H - E0)) (= EATA's 1 / exp(H - E0)); plus the
   anti-forgetting term beta * sum_i F_i (theta_i - theta0_i)^2 with beta = 2000 and theta0 the
@@ -24,6 +24,13 @@ benchmark passes the prune images, the same images TT-MPD scores with), else to 
 ``fisher_images`` (default 64) images of the test stream, which are then predicted (and adapted
 on) again in stream order. Its wall time is reported as ``fisher_seconds``. A ready ``fisher``
 dictionary may also be passed.
+
+The redundancy threshold d scales with the number of classes C (the documented choice): EATA
+uses d = 0.05 for ImageNet's 1000 classes, where a confident (near one-hot) prediction has cosine
+about 1/sqrt(C) = 0.03 with a class-balanced mean m. With 10 classes that cosine is about 0.32, so
+d = 0.05 rejects every sample after the first batch and EATA takes a single update. Here
+d = 0.05 * sqrt(1000 / C) (:func:`eata_d_margin`): 0.05 at 1000 classes, 0.5 at 10, the same
+distance above the balanced-mean cosine. ``d_margin`` overrides it.
 
 Other choices: only BatchNorm layers are switched to training behaviour; every other module
 (Dropout in particular) stays in eval mode (TENT's code puts the whole model in train mode;
@@ -60,7 +67,8 @@ from .zoo import ZooEntry
 TENT_LR = 0.00025
 TENT_MOMENTUM = 0.9
 EATA_E_MARGIN_FRACTION = 0.4  # E0 = 0.4 ln C
-EATA_D_MARGIN = 0.05
+EATA_D_MARGIN = 0.05  # EATA's threshold for its 1000 ImageNet classes; eata_d_margin scales it
+EATA_D_MARGIN_CLASSES = 1000
 EATA_EMA = 0.1
 EATA_BETA = 2000.0
 FISHER_IMAGES = 64
@@ -227,6 +235,11 @@ def tent(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: in
 
 
 # ----------------------------------------------------------------------------- EATA
+def eata_d_margin(num_classes: int) -> float:
+    """EATA's redundancy threshold for ``num_classes`` (module docstring): 0.05 * sqrt(1000 / C)."""
+    return EATA_D_MARGIN * math.sqrt(EATA_D_MARGIN_CLASSES / max(1, num_classes))
+
+
 def estimate_fisher(model: nn.Module, params: dict[str, nn.Parameter], entry: ZooEntry, pixels: torch.Tensor,
                     batch_size: int) -> dict[str, torch.Tensor]:
     """EATA's Fisher: mean over batches of (d CE(f(x), argmax f(x)) / d theta)^2, at the current theta.
@@ -261,7 +274,7 @@ def anti_forgetting(params: dict[str, nn.Parameter], fisher: dict[str, torch.Ten
 
 
 def eata(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: int = 64, lr: float = TENT_LR,
-         momentum: float = TENT_MOMENTUM, e_margin: float | None = None, d_margin: float = EATA_D_MARGIN,
+         momentum: float = TENT_MOMENTUM, e_margin: float | None = None, d_margin: float | None = None,
          ema: float = EATA_EMA, beta: float = EATA_BETA, fisher: dict[str, torch.Tensor] | None = None,
          fisher_pixels: torch.Tensor | None = None, fisher_images: int = FISHER_IMAGES,
          timing_batches: int = TIMING_BATCHES) -> tuple[torch.Tensor, TTAStats]:
@@ -269,6 +282,7 @@ def eata(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: in
 
     Args:
         e_margin: E0; default 0.4 ln C with C the number of logits.
+        d_margin: the redundancy threshold; default :func:`eata_d_margin` of C.
         fisher: BN-parameter name -> Fisher diagonal; default: estimated on ``fisher_pixels``, or
             on the first ``fisher_images`` stream images when that is None too.
     Returns:
@@ -294,11 +308,12 @@ def eata(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: in
             logits = model(normalise(pixels[s], entry.mean, entry.std))
             c = int(logits.shape[1])
             e0 = e_margin if e_margin is not None else EATA_E_MARGIN_FRACTION * math.log(c)
+            d = d_margin if d_margin is not None else eata_d_margin(c)
             ent = entropy(logits)
             reliable = ent.detach() < e0
             probs = F.softmax(logits.detach()[reliable], dim=1)
             if mean_probs is not None and probs.shape[0]:
-                keep = F.cosine_similarity(mean_probs.unsqueeze(0), probs, dim=1).abs() < d_margin
+                keep = F.cosine_similarity(mean_probs.unsqueeze(0), probs, dim=1).abs() < d
             else:
                 keep = torch.ones(probs.shape[0], dtype=torch.bool)
             chosen = ent[reliable][keep]
@@ -317,7 +332,7 @@ def eata(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: in
             stats.per_batch.append({"size": s.stop - s.start, "reliable": int(reliable.sum()), "selected": int(chosen.numel())})
             stats.reliable += int(reliable.sum())
             stats.selected += int(chosen.numel())
-            stats.num_classes, stats.e_margin = c, float(e0)
+            stats.num_classes, stats.e_margin, stats.d_margin = c, float(e0), float(d)
         stats.seconds = time.perf_counter() - start
         stats.batches = len(sizes)
     _finish(stats, times, sizes, model, entry, pixels, batch_size, timing_batches)

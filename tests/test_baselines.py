@@ -303,6 +303,38 @@ def test_eata_filters_high_entropy_samples():
     assert all(torch.equal(a, b) for a, b in zip(frozen.state_dict().values(), model.state_dict().values()))
 
 
+class ColourClasses(nn.Module):
+    """Confident predictions spread over 10 classes: the class is a function of an image's colour."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 10, 1, bias=False)
+        self.bn = nn.BatchNorm2d(10)
+
+    def forward(self, x):
+        return 20.0 * self.bn(self.proj(x)).mean((2, 3))
+
+
+def test_eata_redundancy_threshold_scales_with_the_number_of_classes():
+    """EATA's |cos| < 0.05 was set for 1000 classes; with 10, a confident prediction has cos ~ 0.3 with
+    a class-balanced running mean, so after the first batch almost nothing would pass."""
+    assert tta.eata_d_margin(1000) == pytest.approx(0.05) and tta.eata_d_margin(10) == pytest.approx(0.5)
+    torch.manual_seed(0)
+    model = ColourClasses().eval()
+    colours = torch.randint(0, 256, (48, 3, 1, 1), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    pixels = colours.expand(48, 3, 16, 16).contiguous()
+    preds, stats = tta.eata(copy.deepcopy(model), TINY, pixels, batch_size=8, fisher_pixels=pixels[:8])
+    assert len(set(preds.tolist())) >= 5 and stats.reliable >= 40  # confident and varied
+    assert stats.d_margin == pytest.approx(0.5)
+    assert sum(b["selected"] for b in stats.per_batch[1:]) >= 0.7 * sum(b["reliable"] for b in stats.per_batch[1:])
+    _, imagenet_rule = tta.eata(copy.deepcopy(model), TINY, pixels, batch_size=8, d_margin=0.05, fisher_pixels=pixels[:8])
+    assert sum(b["selected"] for b in imagenet_rule.per_batch[1:]) <= 2 and imagenet_rule.updates <= 2
+    # confident predictions that all name one class are still redundant under the scaled threshold
+    same, same_pixels = _tiny(scale=20.0)
+    _, st = tta.eata(same, TINY, same_pixels, batch_size=8, fisher_pixels=same_pixels[:8])
+    assert st.per_batch[0]["selected"] > 0 and sum(b["selected"] for b in st.per_batch[1:]) == 0
+
+
 def test_eata_anti_forgetting_pulls_toward_theta0():
     model, pixels = _tiny(scale=20.0)
     theta0 = {k: p.detach().clone() for k, p in tta.bn_affine_parameters(model).items()}
