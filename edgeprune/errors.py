@@ -57,6 +57,13 @@ class BackendUnavailable(EdgepruneError):
     exit_code = 7
 
 
+class BackendError(EdgepruneError):
+    """A backend reported a failure (a TensorRT parse/build/run step), or an engine built for
+    another device or TensorRT version was given."""
+
+    exit_code = 9
+
+
 class ExportError(EdgepruneError):
     """ONNX export or runtime parity failed (the PyTorch manifest is still saved)."""
 

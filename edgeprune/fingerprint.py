@@ -37,6 +37,42 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown-cpu"
 
 
+# CPU features that change inference speed by a large factor (INT8 dot products, bf16, matrix
+# units): two CPUs of one model name can differ in them (microcode, virtualisation masks flags).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+             "amx_tile", "amx_int8", "amx_bf16",  # x86 (/proc/cpuinfo "flags")
+             "asimd", "asimddp", "sve", "sve2", "i8mm", "bf16")  # Arm (/proc/cpuinfo "Features")
+
+
+def cpu_isa_flags(cpuinfo: str | None = None) -> list[str]:
+    """The ``ISA_FLAGS`` this CPU reports (Linux /proc/cpuinfo; [] where unreadable)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return []
+    present: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            present.update(value.split())
+    return [f for f in ISA_FLAGS if f in present]
+
+
+def jetson_power_mode() -> str | None:
+    """The Jetson power mode (``nvpmodel -q``), None elsewhere or when unreadable."""
+    if not Path("/etc/nv_tegra_release").exists():
+        return None
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
+    return lines[0] if out.returncode == 0 and lines else None
+
+
 def usable_cores() -> int:
     """Logical cores this process may run on (respects taskset/cgroup affinity where visible)."""
     try:
@@ -103,10 +139,11 @@ def device_fingerprint(device: str = "cpu") -> dict:
     Args:
         device: "cpu", or "cuda" / "cuda:N" for a GPU.
     Returns:
-        A JSON-ready dict: ``kind`` ("cpu" | "cuda"), ``cpu`` (model name), ``logical_cores``,
+        A JSON-ready dict: ``kind`` ("cpu" | "cuda"), ``cpu`` (model name), ``cpu_isa`` (the
+        ``ISA_FLAGS`` present), ``logical_cores``,
         ``torch_threads``, ``os``, ``machine``, ``python``, ``libraries`` (torch, onnxruntime, onnx,
         tensorrt, edgeprune versions); for CUDA also ``gpu`` (name), ``compute_capability``
-        ("9.0"), ``gpu_memory_gb``, ``driver``, ``cuda``.
+        ("9.0"), ``gpu_memory_gb``, ``driver``, ``cuda`` and on a Jetson ``jetson_power_mode``.
     Raises:
         BackendUnavailable: CUDA asked for but not available.
     """
@@ -115,6 +152,7 @@ def device_fingerprint(device: str = "cpu") -> dict:
     fp: dict = {
         "kind": "cpu",
         "cpu": _cpu_model(),
+        "cpu_isa": cpu_isa_flags(),
         "logical_cores": usable_cores(),
         "torch_threads": torch.get_num_threads(),
         "os": f"{platform.system()} {platform.release()}",
@@ -137,6 +175,8 @@ def device_fingerprint(device: str = "cpu") -> dict:
             "driver": _nvidia_driver(),
             "cuda": torch.version.cuda,
         })
+        if (mode := jetson_power_mode()) is not None:
+            fp["jetson_power_mode"] = mode
     return fp
 
 

@@ -32,7 +32,7 @@ from .backends import get_backend
 from .backends.base import workdir_for
 from .blocks import find_blocks
 from .errors import ModelError, OutputError, ProfileError, UsageError
-from .fingerprint import device_fingerprint, device_slug
+from .fingerprint import cpu_isa_flags, device_fingerprint, device_slug
 from .outputs import atomic_write
 from .surgery import remove_blocks
 from .timing import DEFAULTS as TIMING_DEFAULTS
@@ -548,8 +548,13 @@ def check_profile_matches(
     resolution: int,
     device_slug: str,
     allow_device_mismatch: bool = False,
+    cpu_isa: list[str] | None = None,
 ) -> list[str]:
     """Check that ``profile`` describes this model, its blocks, this resolution and this device.
+
+    The device check compares the slug and, for a CPU profile that recorded them, the CPU's ISA
+    flags (``cpu_isa``; default: this CPU's): the same CPU model without AVX512-VNNI or AMX runs
+    INT8/bf16 at another speed.
 
     Returns:
         Warnings (e.g. measured on another device when allowed, blocks in the profile this model
@@ -578,8 +583,16 @@ def check_profile_matches(
     if extra:
         warns.append(f"the profile lists {len(extra)} block(s) this model does not have ({', '.join(extra[:5])}); ignored")
     got_slug = profile_slug(profile)
+    msg = None
     if got_slug != device_slug:
         msg = f"the latency profile was measured on {got_slug}, this device is {device_slug} (field: device)"
+    elif profile["device"].get("kind", "cpu") == "cpu" and isinstance(profile["device"].get("cpu_isa"), list):
+        here = cpu_isa if cpu_isa is not None else cpu_isa_flags()
+        theirs = profile["device"]["cpu_isa"]
+        if sorted(theirs) != sorted(here):
+            msg = (f"the latency profile was measured on a CPU with ISA flags {', '.join(theirs) or 'none'}, this one has "
+                   f"{', '.join(here) or 'none'} (field: device.cpu_isa)")
+    if msg is not None:
         if not allow_device_mismatch:
             raise ProfileError(msg, "latency savings are device-specific: re-profile here, or pass --allow-device-mismatch")
         warns.append(msg + ": savings may not hold here")

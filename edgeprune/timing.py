@@ -64,6 +64,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(s[lo] + (s[hi] - s[lo]) * (pos - lo))
 
 
+def trtexec_summary(samples_ms: Sequence[float]) -> dict[str, float]:
+    """min/max/mean/median/percentile(90%|95%|99%) of ``samples_ms`` under trtexec's names."""
+    if not samples_ms:
+        raise ValueError("no latency samples")
+    summary = {"min": float(min(samples_ms)), "max": float(max(samples_ms)),
+               "mean": float(sum(samples_ms) / len(samples_ms)), "median": median(samples_ms)}
+    return summary | {f"percentile({q}%)": percentile(samples_ms, q) for q in (90, 95, 99)}
+
+
 def robust_cv(values: Sequence[float]) -> float:
     """Robust coefficient of variation: ``1.4826 * MAD / median``.
 
@@ -88,13 +97,16 @@ class Stats:
     p90_ms: float
     cv: float  # robust CV, see robust_cv
     n: int
+    p95_ms: float | None = None  # tail percentiles (None when built by hand without samples)
+    p99_ms: float | None = None
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float]) -> "Stats":
         """Args: samples_ms: one latency per run, in ms (non-empty). Returns: the summary."""
         if not samples_ms:
             raise ValueError("no latency samples")
-        return cls(median(samples_ms), percentile(samples_ms, 90), robust_cv(samples_ms), len(samples_ms))
+        return cls(median(samples_ms), percentile(samples_ms, 90), robust_cv(samples_ms), len(samples_ms),
+                   percentile(samples_ms, 95), percentile(samples_ms, 99))
 
     @property
     def median_se_ms(self) -> float:

@@ -16,6 +16,7 @@ Exit codes (edgeprune/errors.py):
          cannot be written (disk full, read-only)
     7    BackendUnavailable: TensorRT / CUDA / onnxruntime-gpu not installed here
     8    ExportError: ONNX export or parity failed (model.pt and report.json still published)
+    9    BackendError: a TensorRT step failed, or an engine built for another device was given
     70   internal error (a bug: rerun with --debug for the traceback)
     130  interrupted by SIGINT / SIGTERM: nothing partial left, earlier output intact
 

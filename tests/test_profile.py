@@ -217,6 +217,32 @@ def test_check_profile_matches(ort_profile):
     assert any("does not have" in w for w in check_profile_matches(p, "resnet18", names[:2], 32, slug))
 
 
+def test_profile_bound_to_the_cpu_isa(ort_profile):
+    from edgeprune.fingerprint import cpu_isa_flags
+
+    p = clean(ort_profile)
+    names, slug = [b["name"] for b in p["blocks"]], p["device_slug"]
+    assert p["device"]["cpu_isa"] == cpu_isa_flags()  # recorded with the fingerprint
+    check_profile_matches(p, "resnet18", names, 32, slug)  # this CPU: accepted
+    p["device"]["cpu_isa"] = ["avx2", "fma", "avx512f", "avx512_vnni", "amx_tile", "amx_int8"]
+    with pytest.raises(ProfileError, match="field: device.cpu_isa"):  # same model name, other ISA
+        check_profile_matches(p, "resnet18", names, 32, slug, cpu_isa=["avx2", "fma"])
+    warns = check_profile_matches(p, "resnet18", names, 32, slug, allow_device_mismatch=True, cpu_isa=["avx2", "fma"])
+    assert any("avx512_vnni" in w for w in warns)
+    del p["device"]["cpu_isa"]  # profiles recorded before the flags were: the slug alone decides
+    check_profile_matches(p, "resnet18", names, 32, slug, cpu_isa=["avx2"])
+
+
+def test_cpu_isa_flags_from_cpuinfo():
+    from edgeprune.fingerprint import cpu_isa_flags
+
+    x86 = "processor: 0\nflags\t\t: fpu sse avx2 fma avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+    assert cpu_isa_flags(x86) == ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
+    arm = "processor: 0\nFeatures\t: fp asimd asimddp sve i8mm bf16\n"
+    assert cpu_isa_flags(arm) == ["asimd", "asimddp", "sve", "i8mm", "bf16"]
+    assert cpu_isa_flags("") == []
+
+
 # ------------------------------------------------------------------ refusals
 def test_refusals():
     with pytest.raises(UsageError, match="fp16"):

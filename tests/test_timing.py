@@ -52,12 +52,23 @@ def test_robust_cv_matches_std_over_mean_for_normal_data():
     assert robust_cv(xs) == pytest.approx(0.05, rel=0.05)
 
 
+def test_trtexec_summary_names_and_values():
+    from edgeprune.timing import trtexec_summary
+
+    got = trtexec_summary([4.0, 1.0, 3.0, 2.0, 10.0])
+    assert got == {"min": 1.0, "max": 10.0, "mean": 4.0, "median": 3.0, "percentile(90%)": pytest.approx(7.6),
+                   "percentile(95%)": pytest.approx(8.8), "percentile(99%)": pytest.approx(9.76)}
+    with pytest.raises(ValueError):
+        trtexec_summary([])
+
+
 def test_stats_from_samples():
     s = Stats.from_samples([1.0, 2.0, 3.0, 4.0, 100.0])
     assert (s.median_ms, s.n) == (3.0, 5)
     assert s.p90_ms == pytest.approx(61.6)
     assert s.cv == pytest.approx(1.4826 / 3)
-    assert s.to_dict() == {"median_ms": 3.0, "p90_ms": s.p90_ms, "cv": s.cv, "n": 5}
+    assert (s.p95_ms, s.p99_ms) == (pytest.approx(80.8), pytest.approx(96.16))  # numpy's linear percentiles
+    assert s.to_dict() == {"median_ms": 3.0, "p90_ms": s.p90_ms, "cv": s.cv, "n": 5, "p95_ms": s.p95_ms, "p99_ms": s.p99_ms}
     assert s.median_se_ms == pytest.approx(1.2533 * s.cv * 3.0 / math.sqrt(5))
     with pytest.raises(ValueError):
         Stats.from_samples([])
