@@ -6,19 +6,19 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Lazy: `import edgeprune` stays cheap (no torch import) for `edgeprune --version`.
     if name == "adapt":
-        from .adapt import adapt
+        from .pipeline.adapt import adapt
 
         return adapt
     if name == "AdaptResult":
-        from .adapt import AdaptResult
+        from .pipeline.adapt import AdaptResult
 
         return AdaptResult
     if name in ("run_profile", "load_profile"):
-        from . import profile
+        from .latency import profiles
 
-        return getattr(profile, name)
+        return getattr(profiles, name)
     if name in ("load_model", "find_blocks", "remove_blocks", "load_manifest"):
-        from . import blocks, surgery, zoo
+        from .models import blocks, surgery, zoo
 
         for mod in (zoo, blocks, surgery):
             if hasattr(mod, name):

@@ -80,7 +80,7 @@ def root(
 
 
 def _emit_json(data) -> None:
-    from .report import _clean
+    from .pipeline.report import _clean
 
     sys.stdout.write(json.dumps(_clean(data), indent=2) + "\n")
 
@@ -89,7 +89,7 @@ def _emit_json(data) -> None:
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """List the model zoo (torchvision names, efficientnet_lite0/1/2 with real weights; timm:NAME also works)."""
-    from .zoo import get_entry, names
+    from .models.zoo import get_entry, names
 
     rows = [get_entry(n) for n in names()]
     if as_json:
@@ -111,8 +111,8 @@ def blocks(
     """List the removable blocks of a model with parameter count and capacity gap G_i = (S - S_-i)/S."""
     import torch
 
-    from .blocks import find_blocks
-    from .zoo import load_model
+    from .models.blocks import find_blocks
+    from .models.zoo import load_model
 
     net, entry, _ = load_model(model, weights="random")
     res = resolution or entry.resolution
@@ -141,7 +141,7 @@ def profile(
 ):
     """Measure the latency saving of removing each block on THIS device (run once per target device)."""
     from .errors import OutputError
-    from .profile import default_profile_path, run_profile, save_profile
+    from .latency.profiles import default_profile_path, run_profile, save_profile
 
     if output is not None and output.is_dir():  # before minutes of timing, not after
         raise OutputError(f"--output {output} is a folder", "give the path of the profile's .json file")
@@ -213,7 +213,7 @@ def adapt(
     """Prune and distil a pretrained model on unlabeled field images; write ONNX/TensorRT artifacts and a report."""
     if "torch" not in sys.modules:  # OpenMP reads this once, when torch loads: idle threads sleep instead of spinning,
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # which keeps training fast on a shared CPU (hardware.py)
-    from .adapt import adapt as run_adapt
+    from .pipeline.adapt import adapt as run_adapt
 
     with RichReporter(quiet=as_json) as rep:
         result = run_adapt(images, output, model=model, profile=profile, weights=weights, blocks=blocks,
@@ -268,7 +268,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Export a pruned model manifest to ONNX and/or a TensorRT engine (run this on the target device)."""
-    from .export_cmd import export_manifest
+    from .pipeline.export_manifest import export_manifest
 
     result = export_manifest(model, onnx=onnx, tensorrt=tensorrt, fp16=fp16, batch=batch, dynamic_batch=dynamic_batch)
     if as_json:
@@ -288,7 +288,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Accuracy on labelled folders, else top-1 agreement with the original model; plus latency."""
-    from .eval_cmd import evaluate_model
+    from .pipeline.evaluate_folder import evaluate_model
 
     with RichReporter(quiet=as_json) as rep:
         result = evaluate_model(model, images, weights=weights, resolution=resolution, latency=latency, reporter=rep)
@@ -309,7 +309,7 @@ def demo(
     steps: int = typer.Option(300, help="Distillation steps."),
 ):
     """The embedded end-to-end example: a shifted stream of real labelled images, profile, adapt, before/after table."""
-    from .demo import run_demo
+    from .pipeline.demo import run_demo
 
     with RichReporter() as rep:
         result = run_demo(workdir, steps=steps, reporter=rep)

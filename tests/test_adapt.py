@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from edgeprune import zoo
-from edgeprune.adapt import adapt
 from edgeprune.errors import OutputError, ProfileError, UsageError
-from edgeprune.surgery import load_manifest
+from edgeprune.models import zoo
+from edgeprune.models.surgery import load_manifest
+from edgeprune.pipeline.adapt import adapt
 
 RES = 32
 
@@ -30,7 +30,7 @@ def _stream(root, n=48, classes=2, seed=0):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from edgeprune.profile import run_profile, save_profile
+    from edgeprune.latency.profiles import run_profile, save_profile
 
     tmp = tmp_path_factory.mktemp("adapt")
     torch.manual_seed(0)
@@ -89,7 +89,7 @@ def test_target_saving_plan_and_refusals(setup):
 
 
 def test_short_form_uses_this_devices_profile(setup, tmp_path, monkeypatch):
-    from edgeprune.profile import default_profile_path, load_profile, save_profile
+    from edgeprune.latency.profiles import default_profile_path, load_profile, save_profile
 
     root = tmp_path / "profiles"
     monkeypatch.setenv("EDGEPRUNE_PROFILES", str(root))

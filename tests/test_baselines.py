@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeprune import tta, zoo
-from edgeprune.blocks import find_blocks
-from edgeprune.criteria import CRITERIA, ScoringContext
-from edgeprune.distill import DistillConfig
-from edgeprune.finetuners import FINETUNERS, FinetuneResult
-from edgeprune.images import normalise
-from edgeprune.staging import split
-from edgeprune.surgery import remove_blocks
+from edgeprune.data.images import normalise
+from edgeprune.distill.distiller import DistillConfig
+from edgeprune.models import zoo
+from edgeprune.models.blocks import find_blocks
+from edgeprune.models.staging import split
+from edgeprune.models.surgery import remove_blocks
+from edgeprune.pruning.criteria import CRITERIA, ScoringContext
+from edgeprune.research import tta
+from edgeprune.research.finetuners import FINETUNERS, FinetuneResult
 
 RES = 32
 USELESS = "layer2.1"
@@ -149,7 +150,7 @@ def test_practise_trains_only_adaptors_and_finds_useless_block(resnet, stages):
 
 
 def test_practise_adaptor_starts_as_identity():
-    from edgeprune.criteria.practise import ChannelAdaptor
+    from edgeprune.pruning.criteria.practise import ChannelAdaptor
 
     x = torch.randn(2, 5, 3, 3)
     assert torch.equal(ChannelAdaptor((5, 3, 3))(x), x)

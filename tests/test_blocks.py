@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune import zoo
-from edgeprune.blocks import find_blocks
-from edgeprune.staging import run_stages, split
+from edgeprune.models import zoo
+from edgeprune.models.blocks import find_blocks
+from edgeprune.models.staging import run_stages, split
 
 EXPECTED = {
     "mobilenet_v2": ["features.3", "features.5", "features.6", "features.8", "features.9", "features.10", "features.12",

@@ -58,7 +58,7 @@ CHILD_ENV = {"OMP_NUM_THREADS": "1", "COLUMNS": "200"}  # 2 shared cores: no thr
 _ZYGOTE = textwrap.dedent(
     r"""
     import json, os, signal, sys, traceback
-    import edgeprune.cli, edgeprune.adapt, edgeprune.profile, edgeprune.eval_cmd, edgeprune.export_cmd, edgeprune.export
+    import edgeprune.cli, edgeprune.pipeline.adapt, edgeprune.latency.profiles, edgeprune.pipeline.evaluate_folder, edgeprune.pipeline.export_manifest, edgeprune.deploy.onnx_export
     import onnx, onnxruntime  # what the commands import lazily
     from edgeprune.compat import import_torchvision
     import_torchvision()
@@ -259,8 +259,8 @@ def shared_setup(tmp_path_factory) -> dict:
     """resnet18 with random weights as a state dict, a torch-backend profile at resolution 32,
     a 20-image stream in class folders. Built once per session."""
     if "profile" not in _SHARED:
-        from edgeprune import zoo
-        from edgeprune.profile import run_profile, save_profile
+        from edgeprune.latency.profiles import run_profile, save_profile
+        from edgeprune.models import zoo
 
         root = tmp_path_factory.mktemp("cli")
         torch.manual_seed(0)
@@ -405,7 +405,7 @@ def test_unknown_model_suggests_close_names(S, cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def other_arch_weights(tmp_path_factory):
-    from edgeprune import zoo
+    from edgeprune.models import zoo
 
     path = tmp_path_factory.mktemp("w") / "mobilenet_v2.pt"
     torch.save(zoo.load_model("mobilenet_v2", weights="random")[0].state_dict(), path)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from edgeprune.corruptions import CORRUPTIONS, corrupt
 from edgeprune.errors import UsageError
+from edgeprune.research.corruptions import CORRUPTIONS, corrupt
 
 RANDOM = {
     "gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur",

@@ -2,11 +2,11 @@ import math
 
 import torch
 
-from edgeprune import zoo
-from edgeprune.blocks import find_blocks
-from edgeprune.criteria import CRITERIA, ScoringContext
-from edgeprune.staging import split
-from edgeprune.surgery import remove_blocks
+from edgeprune.models import zoo
+from edgeprune.models.blocks import find_blocks
+from edgeprune.models.staging import split
+from edgeprune.models.surgery import remove_blocks
+from edgeprune.pruning.criteria import CRITERIA, ScoringContext
 
 
 def _ctx(name, res=64, stages=True):

@@ -1,4 +1,4 @@
-"""Fashion-MNIST loading (``edgeprune.fashion_mnist``).
+"""Fashion-MNIST loading (``edgeprune.research.fashion_mnist``).
 
 The corruptions and the ImageNet/-C/-R folder loaders have their own files
 (``test_corruptions.py``, ``test_imagenet_folders.py``). Here: the idx reader on generated files
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeprune import fashion_mnist as fm
 from edgeprune.errors import EdgepruneError
+from edgeprune.research import fashion_mnist as fm
 
 REAL = all((fm.DEFAULT_ROOT / f"{p}-{k}-idx{d}-ubyte.gz").is_file()
            for p in ("train", "t10k") for k, d in (("images", 3), ("labels", 1)))

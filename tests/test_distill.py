@@ -2,10 +2,10 @@ import math
 
 import torch
 
-from edgeprune import zoo
-from edgeprune.distill import DistillConfig, batch_schedule, distill
-from edgeprune.pseudo_labels import FeatureStore, build_pseudo_labels
-from edgeprune.surgery import remove_blocks
+from edgeprune.distill.distiller import DistillConfig, batch_schedule, distill
+from edgeprune.distill.targets import FeatureStore, build_pseudo_labels
+from edgeprune.models import zoo
+from edgeprune.models.surgery import remove_blocks
 
 
 def _setup(n=24, res=32):
@@ -34,7 +34,7 @@ def test_pseudo_labels_reuse_given_features():
     marker = torch.full((512, 1, 1), 7.0)
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=4, reuse={0: marker, 1: marker})
     assert float(store.get([0]).mean()) == 7.0
-    from edgeprune.images import normalise
+    from edgeprune.data.images import normalise
 
     with torch.no_grad():
         ref = zoo.extract_features(teacher, entry, normalise(pixels[2:3], entry.mean, entry.std))
@@ -72,7 +72,7 @@ def test_nonfinite_loss_restores_last_good_weights():
 
 def test_interleaved_distillers_match_running_alone():
     """The benchmark steps several runs round-robin: that must not change what each one computes."""
-    from edgeprune.distill import Distiller
+    from edgeprune.distill.distiller import Distiller
 
     teacher, entry, pixels = _setup()
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
@@ -87,8 +87,8 @@ def test_interleaved_distillers_match_running_alone():
 
 
 def test_auto_precision_probe_leaves_the_student_unchanged(monkeypatch):
-    from edgeprune import hardware
-    from edgeprune.distill import Distiller
+    from edgeprune.distill import hardware
+    from edgeprune.distill.distiller import Distiller
 
     monkeypatch.setattr(hardware, "cpu_bf16_support", lambda: (True, "native (test)"))
     teacher, entry, pixels = _setup()

@@ -7,14 +7,20 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.blocks import find_blocks
-from edgeprune.errors import BackendUnavailable, ExportError, UsageError
-from edgeprune.export import (
-    build_tensorrt_engine, check_parity, engine_sidecar_path, execution_providers, export_onnx, ort_session,
-    tensorrt_available, tensorrt_status,
+from edgeprune.deploy.onnx_export import (
+    build_tensorrt_engine,
+    check_parity,
+    engine_sidecar_path,
+    execution_providers,
+    export_onnx,
+    ort_session,
+    tensorrt_available,
+    tensorrt_status,
 )
-from edgeprune.surgery import remove_blocks
-from edgeprune.zoo import load_model
+from edgeprune.errors import BackendUnavailable, ExportError, UsageError
+from edgeprune.models.blocks import find_blocks
+from edgeprune.models.surgery import remove_blocks
+from edgeprune.models.zoo import load_model
 
 
 def pruned(name, res, every=2):
@@ -105,7 +111,7 @@ def test_execution_providers_never_fall_back_silently():
 
 @pytest.mark.skipif(tensorrt_available(), reason="TensorRT is usable here")
 def test_tensorrt_unavailable_is_a_clear_error(tmp_path):
-    from edgeprune.backends import get_backend
+    from edgeprune.latency.backends import get_backend
 
     ok, reason = tensorrt_status()
     assert not ok and reason

@@ -9,14 +9,15 @@ import mmap
 import pytest
 import torch
 
-from edgeprune import hardware, zoo
-from edgeprune.compute_floor import ComputeFloor, matmul_throughput
-from edgeprune.distill import DistillConfig, Distiller, distill
+from edgeprune.data.images import normalise
+from edgeprune.distill import hardware
+from edgeprune.distill.compute_floor import ComputeFloor, matmul_throughput
+from edgeprune.distill.distiller import DistillConfig, Distiller, distill
+from edgeprune.distill.targets import build_distill_targets, build_pseudo_labels, prefix_stop
 from edgeprune.errors import UsageError
-from edgeprune.images import normalise
-from edgeprune.pseudo_labels import build_distill_targets, build_pseudo_labels, prefix_stop
-from edgeprune.staging import run_stages, split
-from edgeprune.surgery import remove_blocks
+from edgeprune.models import zoo
+from edgeprune.models.staging import run_stages, split
+from edgeprune.models.surgery import remove_blocks
 
 RES = 32
 REMOVED = ["layer1.1", "layer3.1"]
@@ -168,7 +169,7 @@ def test_suffix_loss_matches_the_full_forward_with_an_eval_prefix(setup):
     cfg = DistillConfig(steps=1, batch_size=16, train_scope="suffix")
     d = Distiller(student, entry, pixels, t.labels, cfg, prefix=t.prefix)
     d.step()
-    first_batch = next(iter(__import__("edgeprune.distill", fromlist=["x"]).batch_schedule(40, 16, 1, 0)))
+    first_batch = next(iter(__import__("edgeprune.distill.distiller", fromlist=["x"]).batch_schedule(40, 16, 1, 0)))
     reference.train()
     for _, m in split(reference, entry.staging)[:stop]:
         m.eval()
@@ -342,8 +343,8 @@ def test_adapt_report_has_the_fast_path_keys(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from edgeprune.adapt import adapt
-    from edgeprune.profile import run_profile, save_profile
+    from edgeprune.latency.profiles import run_profile, save_profile
+    from edgeprune.pipeline.adapt import adapt
 
     rng = np.random.default_rng(0)
     for i in range(48):

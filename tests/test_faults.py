@@ -23,12 +23,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import edgeprune.adapt
 import edgeprune.cli
-import edgeprune.export
-from edgeprune.adapt import adapt
+import edgeprune.deploy.onnx_export
+import edgeprune.pipeline.adapt
 from edgeprune.errors import ExportError, OutputError
-from edgeprune.profile import load_profile
+from edgeprune.latency.profiles import load_profile
+from edgeprune.pipeline.adapt import adapt
+
 from test_cli_errors import adapt_args, assert_error, get_runner, leftovers, ok, profile_variant, shared_setup
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -149,8 +150,8 @@ def test_disk_full_while_exporting(S, earlier, tmp_path, monkeypatch, where):
         monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: no_space(f))
     else:
         tried = []
-        monkeypatch.setitem(edgeprune.export._EXPORTERS, "legacy", lambda m, x, tmp, *a: no_space(tmp))
-        monkeypatch.setitem(edgeprune.export._EXPORTERS, "dynamo", lambda *a: tried.append(1))
+        monkeypatch.setitem(edgeprune.deploy.onnx_export._EXPORTERS, "legacy", lambda m, x, tmp, *a: no_space(tmp))
+        monkeypatch.setitem(edgeprune.deploy.onnx_export._EXPORTERS, "dynamo", lambda *a: tried.append(1))
     with pytest.raises(OutputError) as info:
         adapt(S["stream"], out, model="resnet18", weights=S["weights"], profile=S["profile"], blocks=2, prune_images=4,
               finetune_images=8, steps=1, batch=4, measure_latency=False, force=True)
@@ -164,7 +165,7 @@ def test_disk_full_while_exporting(S, earlier, tmp_path, monkeypatch, where):
 
 
 def test_disk_full_while_saving_a_profile_keeps_the_old_one(S, tmp_path, monkeypatch):
-    from edgeprune.profile import save_profile
+    from edgeprune.latency.profiles import save_profile
 
     target = tmp_path / "p.json"
     shutil.copy(S["profile"], target)
@@ -173,7 +174,7 @@ def test_disk_full_while_saving_a_profile_keeps_the_old_one(S, tmp_path, monkeyp
     def no_space(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("edgeprune.profile.os.replace", no_space)
+    monkeypatch.setattr("edgeprune.latency.profiles.os.replace", no_space)
     with pytest.raises(OutputError, match=f"cannot write the profile {target}: No space left on device"):
         save_profile(S["profile_dict"], target)
     assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
@@ -198,7 +199,7 @@ def test_onnx_export_failure_publishes_manifest_and_report(S, tmp_path, monkeypa
         raise ExportError("simulated exporter crash", "report it")
 
     raised = []
-    real_adapt = edgeprune.adapt.adapt
+    real_adapt = edgeprune.pipeline.adapt.adapt
 
     def spy(*a, **k):
         try:
@@ -207,8 +208,8 @@ def test_onnx_export_failure_publishes_manifest_and_report(S, tmp_path, monkeypa
             raised.append(exc)
             raise
 
-    monkeypatch.setattr(edgeprune.export, "export_onnx", broken)
-    monkeypatch.setattr(edgeprune.adapt, "adapt", spy)
+    monkeypatch.setattr(edgeprune.deploy.onnx_export, "export_onnx", broken)
+    monkeypatch.setattr(edgeprune.pipeline.adapt, "adapt", spy)
     monkeypatch.setattr(sys, "argv", ["edgeprune", *map(str, adapt_args(S, S["stream"], out))])
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -3,8 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
+from edgeprune.data.images import load_images
 from edgeprune.errors import ImageError, UsageError
-from edgeprune.imagenet_folders import (
+from edgeprune.research.imagenet_folders import (
     imagenet_c,
     imagenet_r,
     imagenet_r_logit_indices,
@@ -13,7 +14,6 @@ from edgeprune.imagenet_folders import (
     restrict_logits,
     wnid_to_index,
 )
-from edgeprune.images import load_images
 
 R_WNIDS = ["n01443537", "n01484850", "n01494475"]  # goldfish, great white shark, hammerhead (in ImageNet-R)
 

@@ -17,9 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from edgeprune import images
-from edgeprune.errors import ImageError, UsageError
-from edgeprune.images import (
+from edgeprune.data import images
+from edgeprune.data.images import (
     _SkipImage,
     decode_image,
     discover_images,
@@ -28,6 +27,7 @@ from edgeprune.images import (
     require_images,
     split_indices,
 )
+from edgeprune.errors import ImageError, UsageError
 
 RES = 16  # small resolution keeps every test fast
 

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
+from edgeprune.deploy.outputs import OUTPUT_MARKER, AtomicOutputDir, OutputLock, atomic_path, atomic_write
 from edgeprune.errors import OutputError
-from edgeprune.outputs import OUTPUT_MARKER, AtomicOutputDir, OutputLock, atomic_path, atomic_write
 
 
 def test_publish_on_success_only(tmp_path):

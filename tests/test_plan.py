@@ -1,7 +1,7 @@
 import pytest
 
 from edgeprune.errors import UsageError
-from edgeprune.plan import LS_FLOOR, floor_savings, make_plan
+from edgeprune.pruning.plan import LS_FLOOR, floor_savings, make_plan
 
 SCORES = {"a": 3.0, "b": 1.0, "c": 2.0, "d": 4.0}
 SAVINGS = {"a": 0.10, "b": 0.05, "c": 0.08, "d": -0.01}

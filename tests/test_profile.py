@@ -1,4 +1,4 @@
-"""profile.py (+ backends, fingerprint): a real tiny profile, its schema, files and matching."""
+"""latency/profiles.py (+ backends, fingerprint): a real tiny profile, its schema, files and matching."""
 
 import copy
 import json
@@ -6,12 +6,19 @@ import math
 
 import pytest
 
-from edgeprune.backends import BACKENDS, get_backend
 from edgeprune.errors import BackendUnavailable, ProfileError, UsageError
-from edgeprune.fingerprint import device_fingerprint, device_slug
-from edgeprune.profile import (
-    SCHEMA, SCHEMA_VERSION, block_savings, check_profile_matches, default_profile_path, find_device_profiles,
-    load_profile, run_profile, save_profile,
+from edgeprune.latency.backends import BACKENDS, get_backend
+from edgeprune.latency.fingerprint import device_fingerprint, device_slug
+from edgeprune.latency.profiles import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    block_savings,
+    check_profile_matches,
+    default_profile_path,
+    find_device_profiles,
+    load_profile,
+    run_profile,
+    save_profile,
 )
 
 TINY = dict(resolution=32, budget_s=0.5, min_repeats=3, max_repeats=50, warmup_s=0.05)
@@ -218,7 +225,7 @@ def test_check_profile_matches(ort_profile):
 
 
 def test_profile_bound_to_the_cpu_isa(ort_profile):
-    from edgeprune.fingerprint import cpu_isa_flags
+    from edgeprune.latency.fingerprint import cpu_isa_flags
 
     p = clean(ort_profile)
     names, slug = [b["name"] for b in p["blocks"]], p["device_slug"]
@@ -234,7 +241,7 @@ def test_profile_bound_to_the_cpu_isa(ort_profile):
 
 
 def test_cpu_isa_flags_from_cpuinfo():
-    from edgeprune.fingerprint import cpu_isa_flags
+    from edgeprune.latency.fingerprint import cpu_isa_flags
 
     x86 = "processor: 0\nflags\t\t: fpu sse avx2 fma avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8\n"
     assert cpu_isa_flags(x86) == ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]

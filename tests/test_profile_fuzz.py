@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edgeprune.errors import ProfileError
-from edgeprune.profile import (
+from edgeprune.latency.profiles import (
     SCHEMA,
     SCHEMA_VERSION,
     block_savings,

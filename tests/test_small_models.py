@@ -1,14 +1,14 @@
-"""The Fashion-MNIST source models (``edgeprune.source_models``): zoo entries, removable blocks,
+"""The Fashion-MNIST source models (``edgeprune.research.source_models``): zoo entries, removable blocks,
 staging, forward shape, weights cache. Random weights: no training, no dataset needed."""
 
 import pytest
 import torch
 
-from edgeprune import source_models
-from edgeprune.blocks import find_blocks
 from edgeprune.errors import ModelError
-from edgeprune.staging import run_stages, split
-from edgeprune.zoo import build_architecture, extract_features, get_entry, get_module, load_model
+from edgeprune.models.blocks import find_blocks
+from edgeprune.models.staging import run_stages, split
+from edgeprune.models.zoo import build_architecture, extract_features, get_entry, get_module, load_model
+from edgeprune.research import source_models
 
 NAMES = ("fmnist_resnet", "fmnist_mobilenetv2")
 

@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune import zoo
-from edgeprune.blocks import find_blocks
 from edgeprune.errors import ModelError, UsageError
-from edgeprune.surgery import load_manifest, read_manifest, remove_blocks, save_manifest
+from edgeprune.models import zoo
+from edgeprune.models.blocks import find_blocks
+from edgeprune.models.surgery import load_manifest, read_manifest, remove_blocks, save_manifest
 
 
 def test_remove_save_reload_reproduces_outputs(tmp_path):

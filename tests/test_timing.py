@@ -5,9 +5,19 @@ import math
 
 import pytest
 
-from edgeprune.timing import (
-    DEFAULTS, Stats, measure_interleaved, median, noise_warning, noise_warnings, noisy, percentile, robust_cv,
-    run_interleaved, short_run_warning, stop_warning,
+from edgeprune.latency.timing import (
+    DEFAULTS,
+    Stats,
+    measure_interleaved,
+    median,
+    noise_warning,
+    noise_warnings,
+    noisy,
+    percentile,
+    robust_cv,
+    run_interleaved,
+    short_run_warning,
+    stop_warning,
 )
 
 
@@ -53,7 +63,7 @@ def test_robust_cv_matches_std_over_mean_for_normal_data():
 
 
 def test_trtexec_summary_names_and_values():
-    from edgeprune.timing import trtexec_summary
+    from edgeprune.latency.timing import trtexec_summary
 
     got = trtexec_summary([4.0, 1.0, 3.0, 2.0, 10.0])
     assert got == {"min": 1.0, "max": 10.0, "mean": 4.0, "median": 3.0, "percentile(90%)": pytest.approx(7.6),

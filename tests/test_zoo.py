@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgeprune import zoo
 from edgeprune.errors import ModelError
+from edgeprune.models import zoo
 
 
 def test_alias_and_entries():

@@ -48,22 +48,22 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from edgeprune.blocks import find_blocks  # noqa: E402
-from edgeprune.bn_stats import reestimate_bn_stats  # noqa: E402
-from edgeprune.corruptions import CORRUPTIONS, corrupt  # noqa: E402
-from edgeprune.criteria import CRITERIA, ScoringContext  # noqa: E402
-from edgeprune.distill import DistillConfig, distill  # noqa: E402
-from edgeprune.evaluate import predict  # noqa: E402
-from edgeprune.fashion_mnist import load_fashion_mnist, to_rgb32  # noqa: E402
-from edgeprune.finetuners import FINETUNERS, FinetuneResult, TeacherCounter  # noqa: E402
-from edgeprune.hardware import plan_hardware  # noqa: E402
-from edgeprune.images import normalise, split_indices  # noqa: E402
-from edgeprune.plan import floor_savings, make_plan  # noqa: E402
-from edgeprune.pseudo_labels import build_distill_targets, suffix_stop  # noqa: E402
-from edgeprune.staging import split  # noqa: E402
-from edgeprune.surgery import remove_blocks  # noqa: E402
-from edgeprune.tta import eata, tent  # noqa: E402
-from edgeprune.zoo import RANDOM, load_model  # noqa: E402
+from edgeprune.data.images import normalise, split_indices  # noqa: E402
+from edgeprune.distill.bn_stats import reestimate_bn_stats  # noqa: E402
+from edgeprune.distill.distiller import DistillConfig, distill  # noqa: E402
+from edgeprune.distill.hardware import plan_hardware  # noqa: E402
+from edgeprune.distill.targets import build_distill_targets, suffix_stop  # noqa: E402
+from edgeprune.models.blocks import find_blocks  # noqa: E402
+from edgeprune.models.staging import split  # noqa: E402
+from edgeprune.models.surgery import remove_blocks  # noqa: E402
+from edgeprune.models.zoo import RANDOM, load_model  # noqa: E402
+from edgeprune.pipeline.evaluate import predict  # noqa: E402
+from edgeprune.pruning.criteria import CRITERIA, ScoringContext  # noqa: E402
+from edgeprune.pruning.plan import floor_savings, make_plan  # noqa: E402
+from edgeprune.research.corruptions import CORRUPTIONS, corrupt  # noqa: E402
+from edgeprune.research.fashion_mnist import load_fashion_mnist, to_rgb32  # noqa: E402
+from edgeprune.research.finetuners import FINETUNERS, FinetuneResult, TeacherCounter  # noqa: E402
+from edgeprune.research.tta import eata, tent  # noqa: E402
 
 BASELINE_CRITERIA = ("random", "curl", "ratio", "practise")
 DEFAULT_CORRUPTIONS = ("gaussian_noise", "glass_blur", "brightness")  # chosen from the generated sweep: noise, blur, weather; each has a 30-80% severity
@@ -119,7 +119,7 @@ EDGEPRUNE_DEFAULT_FALLBACK = {"train_scope": "suffix", "precision": "auto", "ear
 def edgeprune_defaults() -> dict:
     import inspect
 
-    from edgeprune import adapt as adapt_mod
+    from edgeprune.pipeline import adapt as adapt_mod
 
     fn = getattr(adapt_mod, "_adapt", None) or adapt_mod.adapt
     params = inspect.signature(fn).parameters
@@ -196,8 +196,8 @@ class LatencyCache:
         self.details: dict[str, dict] = {}
 
     def measure(self, model, removed_sets) -> None:
-        from edgeprune.export import export_onnx, ort_session
-        from edgeprune.timing import measure_interleaved
+        from edgeprune.deploy.onnx_export import export_onnx, ort_session
+        from edgeprune.latency.timing import measure_interleaved
 
         todo = sorted({removed_key(r): list(r) for r in removed_sets if removed_key(r) not in self.saving}.items())
         if not todo:
@@ -223,7 +223,7 @@ class LatencyCache:
 def get_profile(model_name: str, cfg: BenchConfig, block_names: list[str] | None = None) -> dict:
     """The per-block latency profile TT-MPD and Practise score with (cached in --out; measured again
     when the cached one lists other blocks, i.e. the architecture changed)."""
-    from edgeprune.profile import load_profile, run_profile, save_profile
+    from edgeprune.latency.profiles import load_profile, run_profile, save_profile
 
     path = cfg.out / f"profile_{model_name}.json"
     if path.is_file():
@@ -471,7 +471,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
                               "machine": platform.processor() or platform.machine()},
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "rows": [], "severity": {}, "units_done": [], "units_skipped": [], "latency": {}, "source_models": {}}
-    from edgeprune.profile import block_savings
+    from edgeprune.latency.profiles import block_savings
 
     train_px = to_nchw(to_rgb32(train_x))
     ctx = {}

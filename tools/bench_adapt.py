@@ -18,7 +18,7 @@ variants interleaved so that load from other processes on the shared CPU hits th
      plain recipe's accuracy), ``suffix_fp32``, ``suffix_bf16`` (suffix scope, 500 steps, no early
      stop) and ``fast`` (adapt's defaults: suffix, precision auto, early stop);
    * held-out top-1 agreement with the original model and feature MSE to the teacher, per variant.
-3. The small Fashion-MNIST source models (edgeprune/small_models.py) when they exist and their
+3. The small Fashion-MNIST source models (edgeprune/research/source_models.py) when they exist and their
    trained weights are cached: plain vs fast end to end, interleaved. Skipped with a note otherwise.
 
 Writes ``--json`` (default docs/benchmarks/adapt_speed.json) and the generated tables between the
@@ -49,15 +49,15 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from edgeprune import hardware  # noqa: E402
-from edgeprune.compute_floor import matmul_throughput  # noqa: E402
-from edgeprune.distill import DistillConfig, Distiller  # noqa: E402
-from edgeprune.evaluate import agreement, accuracy, predict  # noqa: E402
-from edgeprune.images import load_images, normalise, split_indices  # noqa: E402
-from edgeprune.pseudo_labels import build_distill_targets, prefix_stop  # noqa: E402
-from edgeprune.staging import split  # noqa: E402
-from edgeprune.surgery import remove_blocks  # noqa: E402
-from edgeprune.zoo import extract_features, load_model  # noqa: E402
+from edgeprune.data.images import load_images, normalise, split_indices  # noqa: E402
+from edgeprune.distill import hardware  # noqa: E402
+from edgeprune.distill.compute_floor import matmul_throughput  # noqa: E402
+from edgeprune.distill.distiller import DistillConfig, Distiller  # noqa: E402
+from edgeprune.distill.targets import build_distill_targets, prefix_stop  # noqa: E402
+from edgeprune.models.staging import split  # noqa: E402
+from edgeprune.models.surgery import remove_blocks  # noqa: E402
+from edgeprune.models.zoo import extract_features, load_model  # noqa: E402
+from edgeprune.pipeline.evaluate import accuracy, agreement, predict  # noqa: E402
 
 VARIANTS = {
     "plain": dict(train_scope="all", precision="fp32", channels_last=False, early_stop=False, micro_batch=None),
@@ -150,10 +150,10 @@ def interleave(runs: list[Run]) -> None:
 
 def study(args, stream: Path, profile: Path, model: str = "efficientnet_lite0", variants=None, blocks=3,
           prune_n=64, finetune_n=1000, steps=500, plain_steps=None) -> dict:
-    from edgeprune.blocks import find_blocks
-    from edgeprune.criteria import CRITERIA, ScoringContext
-    from edgeprune.plan import floor_savings, make_plan
-    from edgeprune.profile import block_savings, load_profile
+    from edgeprune.latency.profiles import block_savings, load_profile
+    from edgeprune.models.blocks import find_blocks
+    from edgeprune.pruning.criteria import CRITERIA, ScoringContext
+    from edgeprune.pruning.plan import floor_savings, make_plan
 
     variants = variants or list(VARIANTS)
     plain_steps = steps if plain_steps is None else plain_steps
@@ -313,11 +313,11 @@ def threads_ab(removed, rounds: int = 3) -> dict:
 def small_models_study(args) -> dict:
     """Plain vs fast on the small Fashion-MNIST source models whose trained weights are cached."""
     try:
-        import edgeprune.source_models as sm
+        import edgeprune.research.source_models as sm
     except ImportError:
         return {"skipped": "edgeprune/source_models.py (the small Fashion-MNIST models) does not exist yet"}
-    from edgeprune import zoo
-    from edgeprune.demo import CORRUPTION, SEVERITY, build_stream
+    from edgeprune.models import zoo
+    from edgeprune.pipeline.demo import CORRUPTION, SEVERITY, build_stream
 
     names = [n for n in zoo.names() if zoo.get_entry(n).family == "local"]
     if args.small_models:
@@ -327,12 +327,12 @@ def small_models_study(args) -> dict:
     if not ready:
         return {"skipped": f"small models {names} have no trained weights cached (tools/train_source.py)"}
     stream = build_stream(Path(args.work) / "fmnist_stream")
-    out["stream"] = f"2000 Fashion-MNIST test images, {CORRUPTION} severity {SEVERITY} (edgeprune.demo.build_stream), labelled"
+    out["stream"] = f"2000 Fashion-MNIST test images, {CORRUPTION} severity {SEVERITY} (edgeprune.pipeline.demo.build_stream), labelled"
     for name in ready:
         entry = zoo.get_entry(name)
         prof_path = Path(args.work) / "profiles" / f"{name}.json"
         if not prof_path.exists():
-            from edgeprune.profile import run_profile, save_profile
+            from edgeprune.latency.profiles import run_profile, save_profile
 
             save_profile(run_profile(name, backend="onnxruntime", resolution=entry.resolution), prof_path)
         out[name] = study(args, stream, prof_path, model=name, variants=["plain", "paper_cl", "suffix_fp32", "fast"],

@@ -18,10 +18,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from edgeprune import hardware, zoo
-from edgeprune.evaluate import predict
-from edgeprune.staging import run_stages, split
-from edgeprune.surgery import remove_blocks
+from edgeprune.distill import hardware
+from edgeprune.models import zoo
+from edgeprune.models.staging import run_stages, split
+from edgeprune.models.surgery import remove_blocks
+from edgeprune.pipeline.evaluate import predict
 
 
 def measure(name: str, fn) -> None:

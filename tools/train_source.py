@@ -13,14 +13,14 @@ import json
 import torch
 from rich.progress import Progress
 
-from edgeprune.train_source import train_source
+from edgeprune.research.train_source import train_source
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="all", choices=["all", "fmnist_resnet", "fmnist_mobilenetv2"])
     ap.add_argument("--epochs", type=int, default=None,
-                    help="default: per model (edgeprune.source_models.DEFAULT_EPOCHS: resnet 6, mobilenetv2 5)")
+                    help="default: per model (edgeprune.research.source_models.DEFAULT_EPOCHS: resnet 6, mobilenetv2 5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core machine (no OpenMP spinning)")
     ap.add_argument("--force", action="store_true", help="retrain even when a cached model exists")

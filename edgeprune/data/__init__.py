@@ -1,0 +1,1 @@
+"""Field images: reading a folder of images safely, labels, the seeded prune/fine-tune split."""

@@ -1,0 +1,1 @@
+"""Deployable artifacts: ONNX export and parity, TensorRT engines, atomic output folders."""

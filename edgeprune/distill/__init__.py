@@ -1,0 +1,1 @@
+"""Recovering accuracy after pruning: teacher targets, the distillation loop, BatchNorm statistics, hardware choices."""

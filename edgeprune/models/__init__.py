@@ -1,0 +1,1 @@
+"""Model catalogue and structure: zoo (names, weights, preprocessing), removable blocks, stages, block surgery, FLOPs."""

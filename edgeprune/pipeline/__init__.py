@@ -1,0 +1,1 @@
+"""The commands end to end: adapt (prune + distil + export + report), evaluate, export, the demo."""
