@@ -147,7 +147,7 @@ def test_micro_batches_are_ghost_batches_in_train_mode(setup):
     student = remove_blocks(teacher, REMOVED)
     d = Distiller(student, entry, pixels, store, DistillConfig(steps=1, batch_size=16, micro_batch=8))
     reference = copy.deepcopy(student)
-    first = next(iter(__import__("edgeprune.distill", fromlist=["x"]).batch_schedule(40, 16, 1, 0))).tolist()
+    first = next(iter(__import__("edgeprune.distill.distiller", fromlist=["x"]).batch_schedule(40, 16, 1, 0))).tolist()
     d.step()
     got = {k: p.grad for k, p in student.named_parameters() if p.grad is not None}
     ghost_loss, ghost = _loss_and_grads(copy.deepcopy(reference), entry, pixels, store, first, 2)
