@@ -5,6 +5,7 @@ random weights, or a tiny BatchNorm net), so the whole file runs in seconds.
 """
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -181,6 +182,24 @@ def test_online_kd_queries_the_teacher_every_step(ft_setup, name):
     assert calls.calls == STEPS and calls.images == STEPS * BATCH == res.teacher_queries
     assert torch.equal(student.fc.weight, head)  # head frozen, like distill()
     assert res.seconds == pytest.approx(res.label_seconds + res.train_seconds)
+
+
+@pytest.mark.parametrize("name", ["continuous", "entropy"])
+def test_online_kd_trains_in_the_configured_layout(ft_setup, name):
+    """The online baselines train in the layout DistillConfig asks for (channels_last by default), as
+    distill() does, and hand the student back in the default layout."""
+    teacher, entry, pixels, student, cfg = ft_setup
+    for channels_last in (True, False):
+        s = copy.deepcopy(student)
+        seen = []
+        conv = s.layer1[0].conv1
+        handle = conv.register_forward_pre_hook(lambda m, args: seen.append(
+            (args[0].is_contiguous(memory_format=torch.channels_last) and args[0].shape[0] > 1,
+             m.weight.is_contiguous(memory_format=torch.channels_last))))
+        FINETUNERS.get(name)().run(s, teacher, entry, pixels, dataclasses.replace(cfg, channels_last=channels_last))
+        handle.remove()
+        assert seen and all(x == channels_last and w == channels_last for x, w in seen), (channels_last, seen)
+        assert all(p.is_contiguous() for p in s.parameters())
 
 
 def test_mir_is_continuous_kd_here(ft_setup):

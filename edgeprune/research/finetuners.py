@@ -7,8 +7,9 @@ One interface, one registry::
 
 All of them train the student in place with the same recipe as :func:`edgeprune.distill.distiller.distill`
 (:class:`DistillConfig`: SGD + momentum + weight decay, lr x ``gamma`` every ``decay_every`` of the
-steps, seeded :func:`batch_schedule` batches, classifier head frozen, student in train mode, a
-non-finite loss stops training and restores the last good weights) and the same loss: MSE between
+steps, seeded :func:`batch_schedule` batches, classifier head frozen, student in train mode, the
+memory layout ``channels_last`` asks for, a non-finite loss stops training and restores the last
+good weights) and the same loss: MSE between
 the student's and the teacher's pre-global-average-pool feature maps (method.md). They differ in
 WHEN and ON WHAT the teacher is run:
 
@@ -52,6 +53,7 @@ from torch import nn
 
 from ..data.images import normalise
 from ..distill.distiller import DistillConfig, DistillResult, batch_schedule, distill, trainable_parameters
+from ..distill.hardware import to_layout
 from ..distill.targets import build_pseudo_labels
 from ..models.zoo import ZooEntry, extract_features
 from ..registry import Registry
@@ -194,11 +196,13 @@ class OnlineKD(Finetuner):
         start = time.perf_counter()
         teacher.eval()
         student.train()
+        if config.channels_last:  # the layout distill() trains in: same math, faster convolutions on CPU
+            student.to(memory_format=torch.channels_last)
         n = int(pixels.shape[0])
         try:
             with TeacherCounter(teacher, entry) as counter:
                 for step, idx in enumerate(batch_schedule(n, config.batch_size, config.steps, config.seed), 1):
-                    x = normalise(pixels[idx], entry.mean, entry.std)
+                    x = to_layout(normalise(pixels[idx], entry.mean, entry.std), config.channels_last)
                     s_feat, t_feat, selection = self.batch_features(student, teacher, entry, x, rng, clock)
                     result.selection_forwards += selection
                     loss = F.mse_loss(s_feat.float(), t_feat.float())
@@ -221,6 +225,8 @@ class OnlineKD(Finetuner):
                         progress(step, config.steps, value)
         finally:
             student.eval()
+            if config.channels_last:
+                student.to(memory_format=torch.contiguous_format)
             for p in student.parameters():
                 p.requires_grad_(True)
         result.teacher_queries = counter.images
@@ -278,5 +284,6 @@ class EntropyKD(OnlineKD):
         mask = (lam * mask).to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
         partner = torch.randperm(batch, generator=rng)
         mixed = ((1 - mask) * x[rank] + mask * x[partner])[:k]
+        mixed = to_layout(mixed, x.is_contiguous(memory_format=torch.channels_last))  # keep the batch's layout
         target = self.query_teacher(teacher, entry, mixed, clock)
         return extract_features(student, entry, mixed), target, batch
