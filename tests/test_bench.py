@@ -1,7 +1,9 @@
-"""The benchmark harness's core function on a tiny configuration (tools/bench.py)."""
+"""The benchmark harness (tools/bench.py, tools/benchlib/): a tiny run, rendering, balanced order,
+provenance and the refusal to publish from an uncommitted tree."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -10,6 +12,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from benchlib import config, order, provenance  # noqa: E402
+from benchlib.methods import jobs_for  # noqa: E402
+from benchlib.outputs import write_outputs  # noqa: E402
+
+from edgeprune.errors import UsageError  # noqa: E402
 
 
 def _bench():
@@ -42,7 +51,7 @@ def test_tiny_benchmark(tmp_path):
         assert m in methods, m
     assert {r["model"] for r in rows} == {"fmnist_resnet", "fmnist_mobilenetv2"}
     # TT-MPD is fine-tuned as edgeprune adapt runs it; the baselines with the paper's recipe
-    defaults = bench.edgeprune_defaults()
+    defaults = config.adapt_defaults()
     for r in rows:
         if r["method"] in ("TT-MPD", "ratio+stored", "TT-MPD+stream_bn"):
             assert r["train_scope"] == defaults["train_scope"], r
@@ -53,23 +62,35 @@ def test_tiny_benchmark(tmp_path):
     assert all(r["latency_saving"] is not None for r in rows)
     assert all(abs(r["pf_s"] - r["prune_s"] - r["finetune_s"]) < 1e-9 for r in rows)
     assert all(0 <= r["accuracy"] <= 100 for r in rows)
+    for r in rows:  # EATA's selection per row: entropy-filtered, then redundant, then used
+        if r["method"].endswith("+eata"):
+            e = r["eata_selection"]
+            assert e["used"] + e["redundant"] == e["reliable"] <= e["images"] == cfg.eval_images and e["d_margin"] > 0
+    for u in res["units_done"]:  # the order every step ran in, per unit
+        assert u["order"]["scoring"] and all(f"k={k}" in u["order"] for k in cfg.ks)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["rows"]) == len(rows)
+    assert set(saved["provenance"]) >= {"commit", "dirty", "published", "allow_dirty"} and not saved["provenance"]["published"]
+    assert saved["recipe_differences"]["train_scope"] == ["all", defaults["train_scope"]]
+    assert "channels_last" not in saved["recipe_differences"]  # the same layout for every method
     md = (tmp_path / "results.md").read_text()
     assert "main table" in md and "BatchNorm statistics" in md and "## fmnist_mobilenetv2" in md
+    assert "every difference between methods" in md and "EATA's sample selection" in md and "Code: commit" in md
     assert (tmp_path / "accuracy_vs_ls.png").is_file() and (tmp_path / "pf_time.png").is_file()
 
 
 def test_parse_quick():
     bench = _bench()
-    cfg = bench.parse_args(["--quick", "--seeds", "2"])
-    assert cfg.quick and cfg.seeds == 2 and len(cfg.corruptions) == 1 and cfg.steps < 500
+    cfg, mode = bench.parse_args(["--quick", "--seeds", "2"])
+    assert mode == "run" and cfg.quick and cfg.seeds == 2 and len(cfg.corruptions) == 1 and cfg.steps < 500
+    assert not provenance.is_published(cfg.out) and not cfg.allow_dirty
+    cfg, mode = bench.parse_args(["--allow-dirty", "--ks", "3", "--render-only"])
+    assert mode == "render" and cfg.allow_dirty and cfg.ks == (3,) and provenance.is_published(cfg.out)
 
 
 def test_render_from_rows(tmp_path):
     """Tables, goals and plots are generated from result rows alone (fast: no model runs)."""
-    bench = _bench()
-    cfg = bench.BenchConfig(corruptions=("gaussian_noise",), seeds=2, ks=(3,), ablation_ks=(3,), out=tmp_path)
+    cfg = config.BenchConfig(corruptions=("gaussian_noise",), seeds=2, ks=(3,), ablation_ks=(3,), out=tmp_path)
     rows = []
     for seed in range(2):
         for corr in ("gaussian_noise", "clean"):
@@ -80,9 +101,9 @@ def test_render_from_rows(tmp_path):
                 rows.append({"model": "fmnist_resnet", "method": meth, "criterion": "", "finetune": "", "k": k, "corruption": corr,
                              "severity": 3, "seed": seed, "accuracy": acc + seed, "latency_saving": ls,
                              "prune_s": 0.0, "finetune_s": pf, "pf_s": pf, "inference_s": 1.0, "removed": []})
-    result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in bench.dataclasses.asdict(cfg).items()},
+    result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
               "rows": rows, "severity": {}, "units_done": [], "units_skipped": []}
-    bench.write_outputs(result, cfg)
+    write_outputs(result, cfg)
     assert list(result["summary"]) == ["fmnist_resnet"]
     g = result["summary"]["fmnist_resnet"]
     assert g["vs_ratio"]["met"] and g["vs_practise"]["met"] and g["shift"]["met"]
@@ -90,3 +111,72 @@ def test_render_from_rows(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "| TT-MPD | 3 | 80.5 ± 0.7 |" in md and "## fmnist_resnet" in md
     assert (tmp_path / "accuracy_vs_ls.png").is_file()
+
+
+# ------------------------------------------------------------------ balanced order
+def test_every_method_runs_at_every_position_equally_often():
+    jobs = [j.method for j in jobs_for(clean=False, ablation=True)]
+    n = len(jobs)
+    assert n == 13
+    counts = order.position_counts(jobs, 2 * n)
+    assert all(c == [2] * n for c in counts.values())  # 2n rows: each method twice in each position
+    rows = [order.balanced_order(jobs, r) for r in range(2 * n)]
+    assert all(sorted(r) == sorted(jobs) for r in rows)
+    after = sum(r.index("ratio+continuous") > r.index("TT-MPD") for r in rows)
+    assert after == n  # ratio + KD runs after TT-MPD in exactly half of the rows
+    for r in range(0, 2 * n, 2):  # any pair of rows: every method's mean position is the middle
+        pair = rows[r : r + 2]
+        assert all(pair[0].index(m) + pair[1].index(m) == n - 1 for m in jobs)
+
+
+# ------------------------------------------------------------------ provenance
+def _git(repo, *args):
+    import subprocess
+
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"})
+
+
+def test_git_state_sees_uncommitted_code_but_not_its_own_outputs(tmp_path):
+    repo = tmp_path / "repo"
+    out = repo / "docs" / "benchmarks"
+    out.mkdir(parents=True)
+    (repo / "code.py").write_text("x = 1\n")
+    (out / "results.json").write_text("{}")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "c")
+    state = provenance.git_state(out, root=repo)
+    assert len(state["commit"]) == 40 and state["dirty"] is False
+    (out / "results.json").write_text('{"rows": []}')  # rewritten by the harness itself: still clean
+    (out / "results.md").write_text("new")
+    assert provenance.git_state(out, root=repo)["dirty"] is False
+    (repo / "code.py").write_text("x = 2\n")
+    (out / "severity_fmnist_resnet.json").write_text("{}")  # an input of the run, not an output
+    state = provenance.git_state(out, root=repo)
+    assert state["dirty"] is True and set(state["dirty_paths"]) == {"code.py", "docs/benchmarks/severity_fmnist_resnet.json"}
+    assert provenance.git_state(out, root=tmp_path / "nowhere") == {"commit": None, "dirty": None, "dirty_paths": []}
+
+
+def test_publishing_from_a_dirty_tree_is_refused_unless_allowed(tmp_path, monkeypatch, capsys):
+    dirty = {"commit": "a" * 40, "dirty": True, "dirty_paths": ["edgeprune/distill.py"]}
+    published = config.BenchConfig(out=config.PUBLISHED)
+    with pytest.raises(UsageError, match="uncommitted changes: edgeprune/distill.py"):
+        provenance.check_publishable(published, dirty)
+    with pytest.raises(UsageError, match="no git revision"):
+        provenance.check_publishable(published, {"commit": None, "dirty": None, "dirty_paths": []})
+    allowed = provenance.check_publishable(dataclasses.replace(published, allow_dirty=True), dirty)
+    assert allowed["dirty"] and allowed["allow_dirty"] and allowed["published"]
+    elsewhere = provenance.check_publishable(config.BenchConfig(out=tmp_path), dirty)
+    assert elsewhere["dirty"] and not elsewhere["published"]
+    # the command line: one message, exit 2, nothing written
+    bench = _bench()
+    from benchlib import driver
+
+    monkeypatch.setattr(driver, "git_state", lambda out: dirty)
+    monkeypatch.setattr(driver, "load_inputs", lambda: pytest.fail("the benchmark started"))
+    before = {p: p.stat().st_mtime_ns for p in config.PUBLISHED.iterdir()}
+    assert bench.main([]) == 2
+    assert "refusing to publish" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in config.PUBLISHED.iterdir()} == before
