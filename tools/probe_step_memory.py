@@ -7,7 +7,8 @@ channels-last. For each micro-batch size (64 = one pass, 32 = 2 x 32, 16 = 4 x 1
 one 64-image step (forward + backward of every chunk) after a warm-up; memory is the rise of the
 process's peak resident set over the step, measured after freed memory is handed back to the OS
 (the same ``malloc_trim`` adapt does between phases). The source of the micro-batch figures in
-README.md ("Fast adaptation") and edgeprune/distill.py. Not a test: timings on a shared machine.
+docs/benchmarks/design_measurements.md ("Micro-batches") and README.md ("Fast adaptation"). Not a
+test: timings on a shared machine.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from edgeprune.distill import hardware
+from edgeprune.distill.distiller import hardware
 from edgeprune.models import zoo
 from edgeprune.models.staging import run_stages, split
 from edgeprune.models.surgery import remove_blocks
