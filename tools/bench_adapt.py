@@ -132,7 +132,8 @@ def main(argv=None) -> None:
     # Distiller's thread probe from changing the count under the others).
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
-    stream, profile = inputs(args)
+    needs_lite0 = not (args.skip_e2e and args.skip_lite0)
+    stream, profile = inputs(args) if needs_lite0 else (None, None)
     res = Results(args, "python tools/bench_adapt.py " + " ".join(sys.argv[1:] if argv is None else argv))
     if not args.skip_e2e:
         res.put("e2e", run_e2e(Path(args.work), stream, profile, _USER_OMP))
