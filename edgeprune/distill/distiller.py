@@ -6,26 +6,25 @@ loss = MSE(student pre-GAP features, stored teacher features); SGD momentum 0.9,
 A non-finite loss stops training and restores the last good weights.
 
 Beyond the paper's recipe (each off in ``DistillConfig()``'s defaults unless said otherwise, so
-existing callers get the paper's recipe; ``adapt`` turns on the fast path, see
-docs/benchmarks/adapt_speed.md for the measurements behind each default):
+existing callers get the paper's recipe; ``adapt`` turns on the fast path; the measurements
+behind each default are in docs/benchmarks/adapt_speed.md and docs/benchmarks/design_measurements.md):
 
 * ``train_scope="suffix"``: the stages before the first removed block (the *prefix*) are
   identical in student and teacher. They are frozen (eval-mode BatchNorm, no gradient) and their
   output for every fine-tune image is read from a cache built with the pseudo-labels in one
-  teacher pass (pseudo_labels.build_distill_targets); only the rest of the network runs forward
+  teacher pass (targets.build_distill_targets); only the rest of the network runs forward
   and backward. ``"all"`` (default here) trains every stage from the pixels, as in the paper;
   there, BatchNorm in the unchanged prefix normalises with batch statistics while training and
   its running statistics drift toward the stream's, so at evaluation the student's prefix no
   longer reproduces the teacher's features that the labels were made with.
 * ``precision``: ``fp32`` (default) | ``bf16`` | ``fp16`` | ``auto`` autocast; weights,
   optimiser and loss stay fp32 (hardware.py says what each device supports, and ``auto``'s probe).
-* ``channels_last`` (default on): NHWC layout for 4-D activations; same math, measured 1.7x faster
-  on CPU for efficientnet_lite0. The student is returned in the default layout.
+* ``channels_last`` (default on): NHWC layout for 4-D activations; same math, faster convolutions
+  on CPU (design_measurements.md, "Memory layout"). The student is returned in the default layout.
 * ``micro_batch``: run each batch as chunks of this many images and accumulate the gradient
   (the same mean loss; BatchNorm normalises per chunk, i.e. ghost batches). ``adapt`` uses 32 on
-  CPU: measured on efficientnet_lite0 (suffix from 56x56, 1 thread) a 64-image step as 2 x 32 is
-  11-16% faster and needs ~0.8 GB less than one pass of 64 (+1.2 GB instead of +2.0 GB;
-  tools/probe_step_memory.py).
+  CPU: faster per step and a lower memory peak than one pass of 64 (design_measurements.md,
+  "Micro-batches", made by tools/probe_step_memory.py).
 * ``early_stop``: a validation slice of the fine-tune set (``val_images``, excluded from
   training; no held-out image is touched) is evaluated every ``check_every`` steps in eval mode.
   When its loss has not improved by ``min_rel_improvement`` (relative) for ``patience`` checks,

@@ -1,28 +1,28 @@
 """Hardware choices for distillation: precision, memory layout, threads (and the CUDA path).
 
-Each choice is measured or checked, and falls back when the hardware cannot do it:
+Each choice is measured or checked, and falls back when the hardware cannot do it (the
+measurements behind them: docs/benchmarks/design_measurements.md, "Threads", "Memory layout",
+"Precision"):
 
 * **Threads (CPU)**: the CPUs this process may run on (``sched_getaffinity``, capped by a cgroup
   CPU quota). PyTorch's default is the machine's core count, which oversubscribes a container
   limited to fewer CPUs; an explicit ``OMP_NUM_THREADS`` or an earlier ``torch.set_num_threads``
-  below that count is respected. On the 2-core benchmark machine with another process on one
-  core, 2 OpenMP threads gained nothing (probe: 1.20 s vs 1.19 s per micro-batch, with
-  ``OMP_WAIT_POLICY=PASSIVE``) and, with spinning threads, ran several times slower than 1 (they
-  wait for each other at every parallel region). So, unless OMP_NUM_THREADS is set,
-  ``probe_threads`` times the real training step at that count and at 1 thread and keeps the faster.
-* **channels_last**: NHWC convolutions (oneDNN on CPU, cuDNN on GPU). Measured on
-  efficientnet_lite0, batch 64, 224 px, CPU: a training step 8.3 s -> 4.9 s. Numerically the same
-  computation (rounding-level differences only), so it is on for every 4-D convolutional input.
+  below that count is respected. On a shared machine a second OpenMP thread can gain nothing, and
+  spinning threads wait for each other at every parallel region. So, unless OMP_NUM_THREADS is
+  set, ``probe_threads`` times the real training step at that count and at 1 thread and keeps the
+  faster.
+* **channels_last**: NHWC convolutions (oneDNN on CPU, cuDNN on GPU), faster on CPU. Numerically
+  the same computation (rounding-level differences only), so it is on for every 4-D
+  convolutional input.
 * **Precision**: ``fp32``; ``bf16`` autocast (CPU needs native bf16 instructions, avx512_bf16 or
   amx_bf16: without them oneDNN emulates bf16 and is slower than fp32; CUDA needs compute
   capability 8.0+); ``fp16`` autocast with a GradScaler (CUDA only). ``auto`` = on CUDA bf16 where
   supported, else fp16 + GradScaler; on CPU with native bf16, a short interleaved probe of the real
-  training step in fp32 and bf16 decides: bf16 only when it is faster (measured on
-  efficientnet_lite0, batch 64: bf16 halves a whole-network step, ties on a suffix starting at
-  56x56, is up to 20% slower on a 14x14 / 7x7 tail and at 1 thread). A tie goes to fp32: its
-  step reaches a larger share of the fp32 compute floor, and the memory bf16 would save is
-  bounded by micro-batching instead (distill.py). Weights, optimizer state and the loss stay
-  fp32 in every mode (autocast only changes the matmul/conv inputs).
+  training step in fp32 and bf16 decides: bf16 only when it is faster (whether it is depends on
+  the trained part's size and the thread count). A tie goes to fp32: its step reaches a larger
+  share of the fp32 compute floor, and the memory bf16 would save is bounded by micro-batching
+  instead (distiller.py). Weights, optimizer state and the loss stay fp32 in every mode (autocast
+  only changes the matmul/conv inputs).
 * **CUDA extras**: pinned host memory for the batches; no CUDA graphs / torch.compile by default
   (compile time of minutes does not pay back over 500 short steps; not measurable here).
 """
