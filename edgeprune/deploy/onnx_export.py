@@ -1,20 +1,11 @@
 """ONNX export, ONNX Runtime sessions, a Polygraphy-style parity check, TensorRT engines.
 
-Exporter choice (measured here, torch 2.13 CPU, onnxscript 0.7, 2 shared cores; seconds per
-export of a model with two blocks replaced by ``nn.Identity``, after one warm-up export):
-
-    model (resolution)            legacy (dynamo=False)   dynamo (default)
-    mobilenet_v2 (160)            0.3-0.6                  5.6-6.5
-    resnet18 (64)                 0.2                      1.8-2.4
-    timm tf_efficientnet_lite0    0.45                     5.3-6.1
-    vit_b_16 (224)                4.0-4.5                  failed: batch fixed to 1 despite
-                                                           dynamic_shapes (ORT rejected batch 2)
-
-Both give the same outputs (max |diff| ~1e-6 against eager). A latency profile exports one
-graph per block, so the TorchScript-based legacy exporter (10x faster here, and correct for
-every zoo family including timm's ``Conv2dSame`` and ViT) is tried first; the dynamo exporter
-is the fallback for a model the legacy tracer cannot handle (and for torch versions where the
-legacy exporter is gone).
+Exporter choice: both exporters give the same outputs, and the TorchScript-based legacy exporter
+is many times faster here (a latency profile exports one graph per block) and correct for every
+zoo family including timm's ``Conv2dSame`` and ViT, where the dynamo exporter fixed ViT's batch
+to 1. So the legacy exporter is tried first; the dynamo exporter is the fallback for a model the
+legacy tracer cannot handle (and for torch versions where the legacy exporter is gone). The
+timings behind this: docs/benchmarks/design_measurements.md, "Exporter choice".
 """
 
 from __future__ import annotations
@@ -201,8 +192,8 @@ def ort_session(path: str | os.PathLike, device: str = "cpu", threads: int | Non
         threads: intra-op threads (CPU); None lets onnxruntime choose (all physical cores).
         spinning: let idle worker threads spin. Off by default: when several sessions are timed
             in turn (a profile), spinning threads of one session steal cores from the next
-            (measured here: four mobilenet_v2 sessions interleaved, 2 threads each: 16.3 ms
-            per inference with spinning, 2.9 ms without).
+            (several times slower: docs/benchmarks/design_measurements.md, "ONNX Runtime idle
+            threads").
     Returns:
         ``onnxruntime.InferenceSession``.
     Raises:

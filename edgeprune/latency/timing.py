@@ -2,8 +2,8 @@
 
 Why interleaved: on a shared or thermally throttled machine the speed drifts over seconds. Timing
 all runs of variant A and then all runs of variant B turns that drift into a fake difference
-between A and B (an EfficientNet-Lite0 variant measured 31 ms or 18 ms here depending only on
-the order). Here every *round* runs each variant once, in an order shuffled per round by a
+between A and B (docs/benchmarks/design_measurements.md, "Interleaved timing", has an example
+where the order alone nearly halved a variant's time). Here every *round* runs each variant once, in an order shuffled per round by a
 seeded RNG, so drift lands on all variants alike and cancels in their differences.
 
 Why robust statistics: a single preemption adds tens of milliseconds to one run. The median and
