@@ -14,6 +14,7 @@ from edgeprune.errors import OutputError, ProfileError, UsageError
 from edgeprune.models import zoo
 from edgeprune.models.surgery import load_manifest
 from edgeprune.pipeline.adapt import adapt
+from edgeprune.pruning.criteria import CRITERIA
 
 RES = 32
 
@@ -72,6 +73,36 @@ def test_adapt_writes_all_artifacts_and_reloads(setup):
     # same seed, same blocks
     again = _run(setup, setup["tmp"] / "out2")
     assert again.removed_blocks == res.removed_blocks
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """The 32-px Fashion-MNIST ResNet (research/source_models.py, random weights) and its profile:
+    small enough that the training criteria (Practise, CURL) score it in seconds."""
+    from edgeprune.latency.profiles import run_profile, save_profile
+
+    tmp = tmp_path_factory.mktemp("small")
+    torch.manual_seed(0)
+    model, _, _ = zoo.load_model("fmnist_resnet", weights="random")
+    torch.save(model.state_dict(), tmp / "fmnist_resnet.pt")
+    # a quick profile: the savings only need to exist, not to be precise
+    prof = run_profile("fmnist_resnet", backend="torch", budget_s=0.5, warmup_s=0.1, min_repeats=3, max_repeats=10)
+    save_profile(prof, tmp / "profile.json")
+    return {"weights": tmp / "fmnist_resnet.pt", "profile": tmp / "profile.json", "images": _stream(tmp / "stream", n=32)}
+
+
+@pytest.mark.parametrize("criterion", CRITERIA.names())
+def test_every_criterion_runs_through_adapt(small, tmp_path, criterion):
+    """Each registered criterion end to end: scores, plan, distillation, export and both reports
+    (only TT-MPD computes the block noise; the others leave it empty and report.md says n/a)."""
+    res = adapt(small["images"], tmp_path / "out", model="fmnist_resnet", weights=small["weights"], profile=small["profile"],
+                criterion=criterion, blocks=2, prune_images=8, finetune_images=16, steps=1, batch=8, measure_latency=False)
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["criterion"] == criterion and len(res.removed_blocks) == 2
+    assert {s["name"] for s in rep["block_scores"]} >= set(res.removed_blocks)
+    assert all((s["noise"] is None) == (criterion != "ttmpd") for s in rep["block_scores"])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert f"criterion: `{criterion}`" in md and all(f"| `{b}` |" in md for b in res.removed_blocks)
 
 
 def test_target_saving_plan_and_refusals(setup):

@@ -33,6 +33,11 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
+def _num(v) -> str:
+    # None: a figure this run did not compute (the block noise exists for TT-MPD only)
+    return "n/a" if v is None else f"{v:.4g}"
+
+
 def render_markdown(r: dict) -> str:
     fid = r["fidelity"]
     lines = [
@@ -62,7 +67,7 @@ def render_markdown(r: dict) -> str:
     ]
     for s in sorted(r["block_scores"], key=lambda s: s["importance"]):
         lines.append(
-            f"| `{s['name']}` | {s.get('noise', float('nan')):.4g} | {s['capacity_gap']:.4f} | {s['latency_saving']:.4f} "
+            f"| `{s['name']}` | {_num(s.get('noise'))} | {s['capacity_gap']:.4f} | {s['latency_saving']:.4f} "
             f"| {s['importance']:.4g} | {'yes' if s['name'] in r['removed_blocks'] else ''} |"
         )
     t = r["timings"]
