@@ -265,12 +265,14 @@ def export(
     fp16: bool = typer.Option(True, "--fp16/--fp32", help="TensorRT precision."),
     batch: int = typer.Option(1, help="Static batch size of the exported graph."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="ONNX with a dynamic batch axis."),
+    images: Optional[Path] = typer.Option(None, "--images", "-i", help="Field images for the ONNX parity check [default: random inputs]."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Export a pruned model manifest to ONNX and/or a TensorRT engine (run this on the target device)."""
     from .pipeline.export_manifest import export_manifest
 
-    result = export_manifest(model, onnx=onnx, tensorrt=tensorrt, fp16=fp16, batch=batch, dynamic_batch=dynamic_batch)
+    result = export_manifest(model, onnx=onnx, tensorrt=tensorrt, fp16=fp16, batch=batch, dynamic_batch=dynamic_batch,
+                             images=images)
     if as_json:
         _emit_json(result)
         return

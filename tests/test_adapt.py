@@ -66,7 +66,9 @@ def test_adapt_writes_all_artifacts_and_reloads(setup):
     assert set(rep["timings"]) >= {"load", "scoring", "pseudo_labels", "finetune", "export", "total"}
     assert rep["images"]["prune"] == 8 and rep["images"]["finetune"] == 24 and rep["images"]["held_out"] == 24
     assert rep["fidelity"]["accuracy_after"] is not None  # class folders give accuracy
-    assert rep["onnx_parity"]["top1_agreement"] >= 0.99
+    par = rep["onnx_parity"]  # deploy/parity.py's gate, the one `edgeprune export` applies too
+    assert par["passed"] and par["top1_agreement"] >= par["min_top1"] == 0.99 and par["failures"] == []
+    assert par["inputs"] == "24 held-out images" and par["n"] == 24
     assert rep["tensorrt"]["built"] is False and "edgeprune export" in rep["tensorrt"]["build_on_target"]
     model, data = load_manifest(out / "model.pt")
     assert data["removed_blocks"] == res.removed_blocks
@@ -135,3 +137,20 @@ def test_short_form_uses_this_devices_profile(setup, tmp_path, monkeypatch):
     save_profile(prof, first.with_name("other-" + first.name))
     with pytest.raises(ProfileError, match="several profiles.*other-"):
         adapt(setup["images"], tmp_path / "o2", weights=setup["weights"], steps=2, measure_latency=False)
+
+
+def test_measured_saving_uses_the_one_onnx_latency_measurement(setup, monkeypatch):
+    import edgeprune.deploy.ort as ort_mod
+
+    real, seen = ort_mod.measure_onnx_latency, []
+
+    def quick(variants, example, **kw):  # the real measurement, shortened for the test
+        seen.append(sorted(variants))
+        return real(variants, example, **{**kw, "budget_s": 0.5, "warmup_s": 0.1, "min_repeats": 5})
+
+    monkeypatch.setattr(ort_mod, "measure_onnx_latency", quick)
+    rep = _run(setup, setup["tmp"] / "lat", measure_latency=True).report
+    assert seen == [["adapted", "original"]]
+    lat = rep["measured_latency"]
+    assert lat["backend"] == "onnxruntime-cpu" and rep["measured_saving"] == pytest.approx(1 - lat["adapted_ms"] / lat["original_ms"])
+    assert lat["original"]["p99_ms"] >= lat["original"]["p95_ms"] >= lat["original"]["median_ms"] > 0

@@ -1,4 +1,4 @@
-"""export.py: atomic ONNX export, parity with PyTorch, execution providers, TensorRT refusal."""
+"""deploy/: atomic ONNX export, the parity gate, ONNX Runtime sessions and latency, TensorRT refusal."""
 
 import os
 
@@ -7,16 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.deploy.onnx_export import (
-    build_tensorrt_engine,
-    check_parity,
-    engine_sidecar_path,
-    execution_providers,
-    export_onnx,
-    ort_session,
-    tensorrt_available,
-    tensorrt_status,
-)
+from edgeprune.deploy.onnx_export import export_onnx
+from edgeprune.deploy.ort import execution_providers, measure_onnx_latency, ort_session
+from edgeprune.deploy.parity import FP32_GATE, ParityGate, check_parity, compare_outputs
+from edgeprune.deploy.tensorrt_build import build_tensorrt_engine, engine_sidecar_path, tensorrt_available, tensorrt_status
 from edgeprune.errors import BackendUnavailable, ExportError, UsageError
 from edgeprune.models.blocks import find_blocks
 from edgeprune.models.surgery import remove_blocks
@@ -79,8 +73,63 @@ def test_parity_failure_is_reported_or_raised(tmp_path):
     x = torch.randn(8, 3, 2, 2)
     result = check_parity(b, path, x)
     assert not result["passed"] and result["max_abs_diff"] > 1e-3
-    with pytest.raises(ExportError, match="parity failed"):
+    assert result["failures"] and "max |diff|" in result["failures"][0]
+    with pytest.raises(ExportError, match="parity failed on 8 inputs: max"):
         check_parity(b, path, x, raise_on_mismatch=True)
+
+
+def test_one_gate_scaled_by_the_logit_range_and_top1():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 40, size=(64, 10))  # large logits: 0.05 off is rounding, not a wrong graph
+    ok = compare_outputs(ref, ref + 0.05, FP32_GATE, "64 test rows")
+    assert ok["passed"] and ok["tolerance"] == pytest.approx(1e-3 + 1e-3 * np.abs(ref).max())
+    assert ok["inputs"] == "64 test rows" and ok["min_top1"] == 0.99 and ok["max_rel_diff"] > 0
+    swapped = ref.copy()
+    swapped[:2] = swapped[:2, ::-1]  # two rows' classes changed: within no tolerance
+    bad = compare_outputs(ref, swapped, ParityGate(atol=1e9, rtol=0.0))
+    assert not bad["passed"] and bad["failures"] == ["top-1 agreement 96.9% < 99%"]
+
+
+def _manifest(tmp_path):
+    from edgeprune.models.surgery import save_manifest
+
+    model, removed = pruned("resnet18", 32)
+    save_manifest(tmp_path / "model.pt", model, "resnet18", "random", removed, resolution=32)
+    return tmp_path / "model.pt"
+
+
+def test_export_uses_the_same_gate_on_real_images_and_says_which(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from edgeprune.pipeline.export_manifest import export_manifest
+
+    manifest = _manifest(tmp_path)
+    random_run = export_manifest(manifest, batch=2)
+    par = random_run["onnx_parity"]
+    assert par["passed"] and par["n"] == 16 and par["inputs"].startswith("16 random normal inputs")
+    assert (par["atol"], par["rtol"], par["min_top1"]) == (FP32_GATE.atol, FP32_GATE.rtol, FP32_GATE.min_top1)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in range(5):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(pics / f"{i}.png")
+    real = export_manifest(manifest, batch=2, images=pics)["onnx_parity"]
+    assert real["passed"] and real["inputs"] == f"4 images from {pics}" and real["n"] == 4
+    import edgeprune.deploy.ort as ort_mod
+
+    real_run = ort_mod.run_session
+    monkeypatch.setattr(ort_mod, "run_session", lambda s, x: real_run(s, x) + 0.5)  # a graph computing something else
+    with pytest.raises(ExportError, match="ONNX parity failed on 16 random normal inputs.*max \\|diff\\| 0.5"):
+        export_manifest(manifest, batch=2)
+
+
+def test_one_latency_measurement_for_modules_and_graphs(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten()).eval()
+    x = torch.randn(1, 3, 16, 16)
+    path = export_onnx(model, x, tmp_path / "m.onnx")
+    stats = measure_onnx_latency({"module": model, "graph": path}, x, threads=1, budget_s=0.3, warmup_s=0.05,
+                                 min_repeats=5)
+    for s in stats.values():
+        assert s.n >= 5 and 0 < s.median_ms <= s.p90_ms <= s.p95_ms <= s.p99_ms
 
 
 class Broken(nn.Module):

@@ -39,10 +39,6 @@ from .report import write_json, write_report
 
 DEFAULT_BLOCKS = 3  # the short form's plan when no --blocks/--target-saving/--latency-budget-ms
 MIN_IMAGES = 16  # fewer usable images than this: refuse (scoring and held-out need some)
-PARITY_MIN_AGREEMENT = 0.99
-PARITY_ATOL = 1e-3  # |logit difference| PyTorch vs ONNX Runtime, fp32: atol + rtol * max |logit|
-PARITY_RTOL = 1e-3
-PARITY_IMAGES = 256
 
 
 @dataclass
@@ -209,7 +205,7 @@ def _adapt(
     from ..latency.fingerprint import device_fingerprint, device_slug
 
     for w in check_profile_matches(prof, model_name, [b.name for b in all_blocks], resolution,
-                                   device_slug(device_fingerprint("cpu")), allow_device_mismatch):
+                                   device_slug(device_fingerprint(prof["device"].get("kind", "cpu"))), allow_device_mismatch):
         rep.warn(w)
     for w in prof.get("warnings", []):
         rep.warn(f"profile: {w}")
@@ -408,7 +404,9 @@ def _phase_flops(teacher, stages, example, stop, n_prune, forward_equivalents, t
 def _export_and_check(student, teacher, entry, resolution, batch, held_px, folder: Path, dynamic_batch, tensorrt,
                       measure_latency, rep: Reporter, errors: list[str]) -> dict:
     """ONNX export + parity gate + measured saving + TensorRT engine; failures recorded, not raised."""
-    from ..deploy.onnx_export import build_tensorrt_engine, check_parity, export_onnx, tensorrt_available
+    from ..deploy.onnx_export import export_onnx
+    from ..deploy.parity import PARITY_IMAGES, check_parity, fit_to_batch
+    from ..deploy.tensorrt_build import build_tensorrt_engine, tensorrt_available
 
     info: dict = {"artifacts": ["model.pt"]}
     example = torch.zeros(batch, entry.in_chans, resolution, resolution)
@@ -418,14 +416,11 @@ def _export_and_check(student, teacher, entry, resolution, batch, held_px, folde
     except ExportError as exc:  # an OutputError (disk full...) fails the run: nothing is published
         errors.append(f"ONNX export failed: {exc}")
         return info
-    x = normalise(held_px[:PARITY_IMAGES], entry.mean, entry.std)
-    if len(x) and not dynamic_batch:
-        x = x[: (len(x) // batch) * batch] if len(x) >= batch else x.repeat(batch, 1, 1, 1)[:batch]
+    x = fit_to_batch(normalise(held_px[:PARITY_IMAGES], entry.mean, entry.std), batch, dynamic_batch)
     if len(x):
-        par = check_parity(student, folder / "model.onnx", x, atol=PARITY_ATOL, rtol=PARITY_RTOL)
-        info["parity"] = {**par, "min_agreement": PARITY_MIN_AGREEMENT}
-        if par["top1_agreement"] < PARITY_MIN_AGREEMENT or not par["passed"]:
-            errors.append(f"ONNX parity failed: top-1 agreement {par['top1_agreement']:.3f}, max |diff| {par['max_abs_diff']:.2e}")
+        info["parity"] = par = check_parity(student, folder / "model.onnx", x, inputs_label=f"{len(x)} held-out images")
+        if not par["passed"]:
+            errors.append(f"ONNX parity failed on {par['inputs']}: {'; '.join(par['failures'])}")
     if measure_latency:
         info.update(_measure_saving(teacher, student, example, folder, rep))
     want_trt = tensorrt if tensorrt is not None else (tensorrt_available() and torch.cuda.is_available())
@@ -445,23 +440,13 @@ def _export_and_check(student, teacher, entry, resolution, batch, held_px, folde
 
 def _measure_saving(teacher, student, example, folder: Path, rep: Reporter) -> dict:
     """ONNX Runtime medians of the exported original vs adapted model, interleaved."""
-    import tempfile
+    from ..deploy.ort import measure_onnx_latency
 
-    from ..deploy.onnx_export import export_onnx, ort_session
-    from ..latency.timing import measure_interleaved
-
-    with tempfile.TemporaryDirectory(prefix="edgeprune-orig-") as scratch:
-        orig_path = Path(scratch) / "original.onnx"
-        export_onnx(teacher, example, orig_path)
-        feed = example.numpy()
-        runners = {}
-        for key, path in (("original", orig_path), ("adapted", folder / "model.onnx")):
-            sess = ort_session(path)
-            name = sess.get_inputs()[0].name
-            runners[key] = (lambda s=sess, n=name: s.run(None, {n: feed}))
-        stats = measure_interleaved(runners, progress=lambda d, t: rep.progress("measuring latency", d, t))
+    stats = measure_onnx_latency({"original": teacher, "adapted": folder / "model.onnx"}, example,
+                                 progress=lambda d, t: rep.progress("measuring latency", d, t))
     base, new = stats["original"].median_ms, stats["adapted"].median_ms
     return {"measured_saving": (base - new) / base,
             "measured_latency": {"backend": "onnxruntime-cpu", "original_ms": base, "adapted_ms": new,
                                  "original_cv": stats["original"].cv, "adapted_cv": stats["adapted"].cv,
+                                 "original": stats["original"].to_dict(), "adapted": stats["adapted"].to_dict(),
                                  "n": min(stats["original"].n, stats["adapted"].n)}}

@@ -42,18 +42,13 @@ def evaluate_model(model: str, images: str | Path, weights=None, resolution: int
     if original is not None:
         result["agreement_with_original"] = agreement(pred, predict(original, entry, imgs.pixels))
     if latency:
-        import tempfile
+        from ..deploy.ort import measure_onnx_latency
 
-        from ..deploy.onnx_export import export_onnx, ort_session
-        from ..latency.timing import measure_interleaved
-
-        with tempfile.TemporaryDirectory(prefix="edgeprune-eval-") as tmp:
-            path = export_onnx(net, torch.zeros(1, entry.in_chans, res, res), Path(tmp) / "m.onnx")
-            sess = ort_session(path)
-            feed = {sess.get_inputs()[0].name: torch.zeros(1, entry.in_chans, res, res).numpy()}
-            stats = measure_interleaved({"model": lambda: sess.run(None, feed)},
-                                        progress=lambda d, t: rep.progress("timing", d, t))["model"]
+        stats = measure_onnx_latency({"model": net}, torch.zeros(1, entry.in_chans, res, res),
+                                     progress=lambda d, t: rep.progress("timing", d, t))["model"]
         result["latency_ms_median"] = stats.median_ms
         result["latency_ms_p90"] = stats.p90_ms
+        result["latency_ms_p95"] = stats.p95_ms
+        result["latency_ms_p99"] = stats.p99_ms
         result["latency_cv"] = stats.cv
     return result

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import torch
 
 from edgeprune.models.surgery import remove_blocks
@@ -24,23 +21,13 @@ class LatencyCache:
         self.details: dict[str, dict] = {}
 
     def measure(self, model, removed_sets) -> None:
-        from edgeprune.deploy.onnx_export import export_onnx, ort_session
-        from edgeprune.latency.timing import measure_interleaved
+        from edgeprune.deploy.ort import measure_onnx_latency
 
         todo = sorted({removed_key(r): list(r) for r in removed_sets if removed_key(r) not in self.saving}.items())
         if not todo:
             return
-        example = torch.zeros(1, 3, 32, 32)
-        feed = example.numpy()
-        with tempfile.TemporaryDirectory(prefix="edgeprune-bench-") as tmp:
-            runners = {}
-            for i, (key, removed) in enumerate([("", [])] + todo):
-                path = Path(tmp) / f"v{i}.onnx"
-                export_onnx(remove_blocks(model, removed), example, path)
-                sess = ort_session(path, threads=1)
-                name = sess.get_inputs()[0].name
-                runners[key or "full"] = (lambda s=sess, n=name: s.run(None, {n: feed}))
-            stats = measure_interleaved(runners, budget_s=self.budget_s, warmup_s=0.5)
+        variants = {key or "full": remove_blocks(model, removed) for key, removed in [("", [])] + todo}
+        stats = measure_onnx_latency(variants, torch.zeros(1, 3, 32, 32), threads=1, budget_s=self.budget_s, warmup_s=0.5)
         base = stats["full"].median_ms
         for key, _ in todo:
             s = stats[key]

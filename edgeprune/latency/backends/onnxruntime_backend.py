@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...deploy.onnx_export import execution_providers, export_onnx, ort_session
+from ...deploy.onnx_export import export_onnx
+from ...deploy.ort import execution_providers, ort_session
 from ...errors import BackendUnavailable
 from ..fingerprint import usable_cores
 from .base import BACKENDS, LatencyBackend, device_kind
