@@ -91,3 +91,22 @@ def test_second_writer_refused_and_stale_lock_cleared(tmp_path):
     with AtomicOutputDir(target, force=True) as tmp:
         (tmp / "ok").write_text("1")
     assert (target / "ok").exists() and not lock.path.exists()
+
+
+def test_demo_refuses_a_workdir_it_did_not_make_before_any_work(tmp_path, monkeypatch):
+    import edgeprune.research.train_source as train_source
+    from edgeprune.pipeline.demo import DEMO_MARKER, run_demo
+
+    monkeypatch.setattr(train_source, "train_source", lambda *a, **k: pytest.fail("the demo started work"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "profile.json").write_text("the user's")  # the demo would overwrite this file
+    with pytest.raises(OutputError, match="not made by the demo"):
+        run_demo(data)
+    assert os.listdir(data) == ["profile.json"] and (data / "profile.json").read_text() == "the user's"
+    (data / DEMO_MARKER).write_text("")  # an earlier demo's folder whose adapted/ someone else filled
+    (data / "adapted").mkdir()
+    (data / "adapted" / "notes.txt").write_text("x")
+    with pytest.raises(OutputError, match="--force refused"):
+        run_demo(data)
+    assert (data / "adapted" / "notes.txt").read_text() == "x"

@@ -257,7 +257,8 @@ def _block_rows(blocks, run: InterleavedRun) -> list[dict]:
             flags.append("noisy")
         rows.append({
             "name": b.name, "kind": b.kind, "params": int(b.params), "capacity_gap": float(b.capacity_gap),
-            "median_ms": s.median_ms, "p90_ms": s.p90_ms, "saving_ms": saving_ms, "saving": saving,
+            "median_ms": s.median_ms, "p90_ms": s.p90_ms, "p95_ms": s.p95_ms, "p99_ms": s.p99_ms,
+            "saving_ms": saving_ms, "saving": saving,
             "noise_ms": noise_ms, "cv": s.cv, "n": s.n, "flags": flags,
         })
     return rows

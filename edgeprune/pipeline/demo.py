@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import OutputError
 from ..progress import Reporter
 from .adapt import AdaptResult, adapt
 
@@ -42,6 +43,27 @@ def build_stream(folder: Path, n: int = STREAM_IMAGES, corruption: str = CORRUPT
     return folder
 
 
+DEMO_MARKER = ".edgeprune-demo"
+
+
+def claim_workdir(workdir: Path) -> None:
+    """Use ``workdir`` only when it is new, empty or an earlier demo's (it holds the marker).
+
+    The demo overwrites its profile and replaces its ``adapted`` folder (``--force``); in a folder
+    of the user's that would destroy their files.
+    """
+    from ..deploy.outputs import check_output_dir
+
+    if workdir.exists() and not workdir.is_dir():
+        raise OutputError(f"demo workdir {workdir} is a file", "choose another --workdir")
+    if workdir.is_dir() and any(workdir.iterdir()) and not (workdir / DEMO_MARKER).is_file():
+        raise OutputError(f"demo workdir {workdir} is not empty and was not made by the demo (no {DEMO_MARKER})",
+                          "choose another --workdir (a new or empty folder)")
+    check_output_dir(workdir / "adapted", force=True)  # its adapt output: edgeprune's own or absent
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / DEMO_MARKER).write_text("edgeprune demo working folder\n")
+
+
 def run_demo(workdir: str | Path = "edgeprune-demo", steps: int = 300, reporter: Reporter | None = None) -> AdaptResult:
     from ..latency.profiles import run_profile, save_profile
     from ..research.source_models import pretrained_path
@@ -49,6 +71,7 @@ def run_demo(workdir: str | Path = "edgeprune-demo", steps: int = 300, reporter:
 
     rep = reporter or Reporter()
     workdir = Path(workdir)
+    claim_workdir(workdir)  # before any work: never write into a folder the demo did not make
     if not pretrained_path(MODEL).is_file():
         rep.info(f"training the source model {MODEL} on clean Fashion-MNIST (once; cached in {pretrained_path(MODEL).parent})")
         res = train_source(MODEL, epochs=4, progress=lambda s, t, loss: rep.progress("training source model", s, t, loss=loss))
