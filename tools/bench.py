@@ -113,7 +113,8 @@ def main(argv=None) -> int:
             sweep_only(cfg)
             return 0
         else:
-            result = run_benchmark(cfg, log=lambda m: print(m, flush=True))
+            command = "python tools/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            result = run_benchmark(cfg, log=lambda m: print(m, flush=True), command=command.strip())
     except EdgepruneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -18,7 +18,7 @@ variants interleaved so that load from other processes on the shared CPU hits th
      plain recipe's accuracy), ``suffix_fp32``, ``suffix_bf16`` (suffix scope, 500 steps, no early
      stop) and ``fast`` (adapt's defaults: suffix, precision auto, early stop);
    * held-out top-1 agreement with the original model and feature MSE to the teacher, per variant.
-3. The small Fashion-MNIST source models (edgeprune/source_models.py) when their trained weights
+3. The small Fashion-MNIST source models (edgeprune/research/source_models.py) when their trained weights
    are cached (tools/train_source.py): plain vs fast end to end, interleaved. Skipped with a note
    otherwise.
 

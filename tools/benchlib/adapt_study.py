@@ -215,7 +215,7 @@ def study(stream: Path, profile: Path, model: str = "efficientnet_lite0", names=
 
 
 def small_models_study(work: Path, only, blocks: int, steps: int) -> dict:
-    """Plain vs fast on the small Fashion-MNIST source models (edgeprune/source_models.py) whose
+    """Plain vs fast on the small Fashion-MNIST source models (edgeprune/research/source_models.py) whose
     trained weights are cached (tools/train_source.py); skipped with a note otherwise."""
     import edgeprune.research.source_models as sm
     from edgeprune.models import zoo

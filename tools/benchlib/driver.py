@@ -79,10 +79,10 @@ def setup_model(model_name: str, cfg: BenchConfig, test_nhwc, test_y, result: di
     return ModelSetup(teacher, entry, blocks, savings, streams, LatencyCache(cfg.latency_budget_s))
 
 
-def new_result(cfg: BenchConfig, provenance: dict) -> dict:
+def new_result(cfg: BenchConfig, provenance: dict, command: str | None = None) -> dict:
     paper, mine = recipe_summary(paper_recipe(cfg, 0)), recipe_summary(edgeprune_recipe(cfg, 0))
     return {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-            "provenance": provenance, "environment": environment(),
+            "command": command, "provenance": provenance, "environment": environment(),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "ttmpd_finetune": mine, "baseline_finetune": paper, "recipe_differences": recipe_differences(paper, mine),
             "rows": [], "severity": {}, "units_done": [], "units_skipped": [], "latency": {}, "source_models": {}}
@@ -111,8 +111,9 @@ def load_inputs() -> dict:
             "train_px": to_nchw(to_rgb32(load_fashion_mnist("train")[0]))}
 
 
-def run_benchmark(cfg: BenchConfig, log=print) -> dict:
-    """Every unit of ``cfg``; refuses (UsageError) to publish from an uncommitted tree."""
+def run_benchmark(cfg: BenchConfig, log=print, command: str | None = None) -> dict:
+    """Every unit of ``cfg``; refuses (UsageError) to publish from an uncommitted tree. ``command``
+    (the command line) is recorded in the results."""
     cfg.out = Path(cfg.out)
     provenance = check_publishable(cfg, git_state(cfg.out))
     torch.set_num_threads(1)
@@ -122,7 +123,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     stamp = lambda m: log(f"[{clock():6.0f}s] {m}")  # noqa: E731
     over = lambda: bool(cfg.time_budget_s) and clock() > cfg.time_budget_s  # noqa: E731
     inputs = load_inputs()
-    result = new_result(cfg, provenance)
+    result = new_result(cfg, provenance, command)
     setups = {m: setup_model(m, cfg, inputs["test_nhwc"], inputs["test_y"], result, stamp) for m in cfg.models}
     for seed in range(cfg.seeds):
         for model_name, setup in setups.items():

@@ -136,7 +136,7 @@ def _paper_tables(name: str, shifted: list[dict], cfg: dict) -> list[str]:
         f"### {name}: pruning ablation (paper Table 6): same fine-tuning (stored pseudo-labels, edgeprune's), different "
         "criteria", "", method_table(shifted, TABLE_METHODS["prune_ablation"], aks, "prune_s"), "",
         f"### {name}: fine-tuning ablation (paper Table 7): same TT-MPD plan, different fine-tuning", "",
-        "MiR here is the same computation as continuous KD (finetuners.py). ttmpd+stored_paper: stored pseudo-labels with "
+        "MiR here is the same computation as continuous KD (edgeprune/research/finetuners.py). ttmpd+stored_paper: stored pseudo-labels with "
         "the paper's recipe (all stages, fp32, full schedule); TT-MPD: stored pseudo-labels with edgeprune's defaults.", "",
         method_table(shifted, TABLE_METHODS["ft_ablation"], aks, "finetune_s"), ""]
 
@@ -174,7 +174,7 @@ def eata_lines(name: str, sel: dict | None, rows: list[dict]) -> list[str]:
         return []
     out = [f"### {name}: EATA's sample selection (summed over its {sel['runs']} runs)", "",
            f"Redundancy threshold d = {', '.join(f'{d:.3f}' for d in sel['d_margin'])} (EATA's 0.05 for 1000 classes scaled "
-           "by sqrt(1000 / C), research tta.eata_d_margin; with 0.05 a 10-class model used only its first batch).", "",
+           "by sqrt(1000 / C), edgeprune.research.tta.eata_d_margin; with 0.05 a 10-class model used only its first batch).", "",
            "| images | pass the entropy filter | removed as redundant | used in the loss | updates / batches |",
            "|---|---|---|---|---|",
            f"| {sel['images']} | {sel['reliable']} | {sel['redundant']} | {sel['used']} | {sel['updates']} / {sel['batches']} |",
@@ -202,7 +202,8 @@ def header_lines(result) -> list[str]:
         state = "clean tree" if prov.get("dirty") is False else (
             "UNCOMMITTED changes (published with --allow-dirty: not reproducible from the commit): "
             + ", ".join(prov.get("dirty_paths") or []) if prov.get("dirty") else "git state unknown")
-        out += [f"Code: commit `{prov.get('commit')}`, {state}.", ""]
+        out += [f"Code: commit `{prov.get('commit')}`, {state}."
+                + (f" Command: `{result['command']}`." if result.get("command") else ""), ""]
     done = {}
     for u in result["units_done"]:
         done.setdefault(u.get("model", "model"), set()).add(u["seed"])
@@ -261,7 +262,7 @@ def scaled_down_lines(cfg: dict) -> list[str]:
             "shift, pruning-ablation, fine-tuning-ablation tables and the clean-data check.",
             "- Block scores are k-independent: each criterion scores once per stream and the three k reuse it; the "
             "scoring time is counted in full in every k's PF time (as a single run would pay it).",
-            "- EATA's Fisher uses the first 64 stream images (no clean data at test time, tta.py).",
+            "- EATA's Fisher uses the first 64 stream images (no clean data at test time, edgeprune/research/tta.py).",
             "- Latency saving: ONNX Runtime CPU, 1 intra-op thread, batch 1, 32 px, each removed-block set measured "
             "interleaved with the full model (medians), cached per set."]
 
