@@ -180,3 +180,10 @@ def test_publishing_from_a_dirty_tree_is_refused_unless_allowed(tmp_path, monkey
     assert bench.main([]) == 2
     assert "refusing to publish" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in config.PUBLISHED.iterdir()} == before
+
+
+def test_default_corruptions_have_a_severity_for_every_model():
+    """A default corruption without a 30-80% severity would silently drop out of a model's tables."""
+    for model in config.MODELS:
+        sweep = json.loads((config.PUBLISHED / f"severity_{model}.json").read_text())
+        assert all(sweep["corruptions"][c]["chosen"] for c in config.DEFAULT_CORRUPTIONS), model
