@@ -187,3 +187,15 @@ def test_default_corruptions_have_a_severity_for_every_model():
     for model in config.MODELS:
         sweep = json.loads((config.PUBLISHED / f"severity_{model}.json").read_text())
         assert all(sweep["corruptions"][c]["chosen"] for c in config.DEFAULT_CORRUPTIONS), model
+
+
+def test_recipe_teacher_follows_teacher_stats():
+    """edgeprune's rows score and distil with the BatchNorm statistics its recipe asks for."""
+    from types import SimpleNamespace
+
+    from benchlib.methods import recipe_teacher
+
+    source, stream = object(), object()
+    assert recipe_teacher(source, (stream, 1.5), None, None, SimpleNamespace(teacher_stats="source"), 8) == (source, 0.0, "source")
+    assert recipe_teacher(source, (stream, 1.5), None, None, SimpleNamespace(teacher_stats="stream"), 8) == (stream, 1.5, "stream")
+    assert recipe_teacher(source, None, None, None, SimpleNamespace(), 8)[2] == "source"  # a recipe without the field

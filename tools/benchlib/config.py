@@ -52,8 +52,8 @@ LAYOUT = {"channels_last": True}
 PAPER_FIELDS = {"train_scope": "all", "precision": "fp32", "early_stop": False, "micro_batch": None, **LAYOUT}
 # edgeprune adapt's fast-path choices (used only when they cannot be read from the library).
 ADAPT_FALLBACK = {"train_scope": "suffix", "precision": "auto", "early_stop": True, "micro_batch": 32}
-RECIPE_FIELDS = ("train_scope", "precision", "early_stop", "micro_batch", "channels_last", "steps", "check_every",
-                 "patience", "min_rel_improvement", "val_images")
+RECIPE_FIELDS = ("train_scope", "precision", "early_stop", "micro_batch", "channels_last", "student_bn", "teacher_stats",
+                 "keep_best", "local_steps", "steps", "check_every", "patience", "min_rel_improvement", "val_images")
 
 
 def adapt_defaults() -> dict:

@@ -27,7 +27,7 @@ from .config import (
     recipe_summary,
 )
 from .latency import LatencyCache
-from .methods import ttmpd_finetune
+from .methods import recipe_teacher, ttmpd_finetune
 from .outputs import write_outputs
 from .provenance import check_publishable, environment, git_state
 from .streams import UnitData, chosen_streams, get_profile, load_or_sweep, to_nchw
@@ -50,15 +50,17 @@ def train_time_pf(setup: ModelSetup, train_px, seed: int, cfg: BenchConfig) -> d
                           seed=10_000 + seed)
     ft_px = train_px[list(parts.prune) + list(parts.finetune)]
     prune_x = normalise(train_px[list(parts.prune)], setup.entry.mean, setup.entry.std)
-    teacher, entry = setup.teacher, setup.entry
+    recipe = edgeprune_recipe(cfg, seed)
+    entry = setup.entry
+    teacher, stats_s, _ = recipe_teacher(setup.teacher, None, entry, ft_px, recipe, cfg.batch)
     res, score_s = score_all(["ttmpd"], teacher, entry, setup.blocks, prune_x, setup.savings, seed, cfg)["ttmpd"]
     reuse = {i: res.teacher_features[i] for i in range(len(parts.prune))}
     out = {}
     for k in cfg.ablation_ks:
         removed = make_plan(res.scores, setup.savings, k=k).removed
         student = remove_blocks(teacher, removed)
-        fres = ttmpd_finetune(student, teacher, entry, ft_px, removed, reuse, edgeprune_recipe(cfg, seed))
-        out[k] = {"model": student, "removed": removed, "prune_s": score_s, "finetune_s": fres.seconds}
+        fres = ttmpd_finetune(student, teacher, entry, ft_px, removed, reuse, recipe)
+        out[k] = {"model": student, "removed": removed, "prune_s": score_s + stats_s, "finetune_s": fres.seconds}
     return out
 
 

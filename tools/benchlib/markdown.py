@@ -231,23 +231,39 @@ def fairness_lines(result) -> list[str]:
            "and TT-MPD's pseudo-label pass), evaluation images, and the latency measurement.", "",
            "Differences between the two recipes (paper / edgeprune):", ""]
     out += [f"- `{k}`: {a} / {b}" for k, a, b in ((k, *v) for k, v in diffs.items())] or ["- none"]
-    out += ["", "Differences in how the methods work (what is compared, not a harness choice):", "",
-            "- Teacher queries: continuous KD and MiR run the teacher on every batch (steps x batch images), Entropy KD "
-            "on 75% of each batch; stored-label rows run it once per fine-tune image, reusing the prune images' "
-            "features from scoring.",
-            "- Suffix scope: the stages before the first removed block are frozen (eval-mode BN) and their output is "
-            "cached in the pseudo-label pass; online baselines train every stage from the pixels (train-mode BN).",
-            "- Micro-batches: edgeprune's recipe runs each batch as chunks, so BatchNorm normalises per chunk (ghost "
-            "batches); the paper's recipe normalises over the whole batch.",
-            "- Early stop: edgeprune's recipe holds out a validation slice of the fine-tune images (not trained on) "
-            "and may stop early; the paper's recipe trains on all of them for every step.",
-            "- Precision `auto`: a probe inside each TT-MPD distillation picks bf16 only where native and faster "
-            "(its time is counted in PF time); the paper's recipe is fp32.",
-            "- TENT / EATA run in the default (NCHW) layout; their LS uses their own slowdown against plain NCHW "
-            "inference of the same model, so the layout cancels.",
-            "- Order: methods run in a balanced order per unit (results.json `units_done[].order`): rotations and "
-            "reversals (tools/benchlib/order.py), so each method runs early and late about equally often."]
+    out += ["", "What those differences do, and how the methods differ by design (what is compared, not a harness "
+            "choice):", ""]
+    out += [WHY[k] for k in diffs if k in WHY] + ALWAYS
     return out
+
+
+# What each recipe difference does (listed when the two recipes differ in that field).
+WHY = {
+    "train_scope": "- Suffix scope: the stages before the first removed block are frozen (eval-mode BN) and their output "
+                   "is cached in the pseudo-label pass; the paper's recipe trains every stage from the pixels.",
+    "micro_batch": "- Micro-batches: edgeprune's recipe runs each batch as chunks with the gradient accumulated; with "
+                   "train-mode BatchNorm each chunk is normalised on its own (ghost batches).",
+    "early_stop": "- Early stop: edgeprune's recipe holds out a validation slice of the fine-tune images (not trained "
+                  "on) and may stop early; the paper's recipe trains on all of them for every step.",
+    "keep_best": "- Keep best: edgeprune's recipe hands back the weights with the lowest loss on its validation slice "
+                 "(the undistilled student included).",
+    "precision": "- Precision `auto`: a probe inside each TT-MPD distillation picks bf16 only where native and faster "
+                 "(its time is counted in PF time); the paper's recipe is fp32.",
+    "student_bn": "- Student BatchNorm while distilling: `frozen` = eval mode with the teacher's running statistics "
+                  "(affine weights still train); `train` = the paper's batch statistics.",
+    "teacher_stats": "- Teacher statistics: edgeprune's rows score and label with the statistics `edgeprune adapt` "
+                     "chooses (`auto`: a label-free choice between the source and stream-blended statistics, "
+                     "edgeprune/distill/normalisation.py; its time counts as pruning time; rows record `teacher_stats`), "
+                     "the paper-recipe rows with the source statistics, so their plans can differ from TT-MPD's.",
+    "local_steps": "- Local reconstruction steps per window before the global distillation (edgeprune's recipe).",
+}
+ALWAYS = [
+    "- Teacher queries: continuous KD and MiR run the teacher on every batch (steps x batch images), Entropy KD on 75% "
+    "of each batch; stored-label rows run it once per fine-tune image, reusing the prune images' features from scoring.",
+    "- TENT / EATA run in the default (NCHW) layout; their LS uses their own slowdown against plain NCHW inference of "
+    "the same model, so the layout cancels.",
+    "- Order: methods run in a balanced order per unit (results.json `units_done[].order`): rotations and reversals "
+    "(tools/benchlib/order.py), so each method runs early and late about equally often."]
 
 
 def scaled_down_lines(cfg: dict) -> list[str]:

@@ -50,6 +50,33 @@ def jobs_for(clean: bool, ablation: bool) -> list[Job]:
 
 
 # ------------------------------------------------------------------------------ fine-tuning
+def recipe_teacher(teacher, stream, entry, pixels, recipe, batch: int) -> tuple[object, float, str]:
+    """The teacher with the BatchNorm statistics ``recipe.teacher_stats`` asks for, prepared as
+    ``edgeprune adapt`` prepares it before scoring: (model, seconds spent, statistics used).
+
+    ``stream`` = (teacher with statistics re-estimated on ``pixels``, seconds that took) or None."""
+    mode = getattr(recipe, "teacher_stats", "source")
+    if mode == "source":
+        return teacher, 0.0, "source"
+    t = time.perf_counter()
+    if mode == "stream":
+        if stream is not None:
+            return stream[0], stream[1], "stream"
+        from edgeprune.distill.bn_stats import reestimate_bn_stats
+
+        model = copy.deepcopy(teacher)
+        reestimate_bn_stats(model, entry, pixels, batch)
+        return model, time.perf_counter() - t, "stream"
+    from edgeprune.distill.normalisation import choose_teacher_stats
+
+    model = copy.deepcopy(teacher)
+    decision = choose_teacher_stats(model, entry, pixels, min(batch, recipe.micro_batch or batch))
+    seconds = time.perf_counter() - t
+    if decision.choice in ("source", "not applicable"):
+        return teacher, seconds, decision.choice
+    return model, seconds, decision.choice
+
+
 def ttmpd_finetune(student, teacher, entry, pixels, removed, reuse, recipe) -> FinetuneResult:
     """Stored pseudo-labels + distillation exactly as ``edgeprune adapt`` runs them: one teacher pass
     for the labels and, in suffix scope, the frozen prefix's output; then ``distill`` with that cache

@@ -12,7 +12,7 @@ from edgeprune.pruning.criteria import CRITERIA, ScoringContext
 from edgeprune.pruning.plan import make_plan
 
 from .config import BASELINE_CRITERIA, BenchConfig
-from .methods import Job, adapt_online, finetune, ft_extra, jobs_for
+from .methods import Job, adapt_online, finetune, ft_extra, jobs_for, recipe_teacher
 from .order import balanced_order
 from .streams import UnitData, accuracy_of
 
@@ -66,6 +66,10 @@ class Unit:
         acc, inf = accuracy_of(self.stream_teacher, self.entry, self.data.ev_px, self.data.ev_y)
         self.add("source+stream_bn", "", "", 0, acc, [], prune_s=self.bn_s, inference_s=inf, tables=("bn",))
         self.add_online("source", self.teacher, 0, [], ("bn",))
+        # edgeprune's recipe scores and labels with the teacher statistics adapt would choose
+        self.tt_teacher, self.tt_s, self.tt_stats = recipe_teacher(
+            self.teacher, (self.stream_teacher, self.bn_s), self.entry, self.data.ft_px, self.recipes["edgeprune"],
+            self.cfg.batch)
 
     def score(self) -> None:
         """Block scores of every criterion once (they do not depend on k), in the balanced order."""
@@ -75,18 +79,29 @@ class Unit:
         self.scores = score_all(crit, self.teacher, *args)
         res, seconds = score_all(["ttmpd"], self.stream_teacher, *args)["ttmpd"]
         self.scores["ttmpd+stream"] = (res, seconds + self.bn_s)
+        self.stored_scores = self.scores  # edgeprune's recipe: scores of the teacher it distils from
+        if self.tt_teacher is not self.teacher:
+            scored = score_all(crit, self.tt_teacher, *args)
+            self.stored_scores = {c: (res, seconds + self.tt_s) for c, (res, seconds) in scored.items()}
+
+    def _teacher_and_scores(self, job: Job) -> tuple[object, tuple, str]:
+        """(teacher, (scores, seconds), its statistics) a job prunes and distils with."""
+        if job.finetune == "stored+stream_bn":
+            return self.stream_teacher, self.scores["ttmpd+stream"], "stream"
+        if job.finetune == "stored":
+            return self.tt_teacher, self.stored_scores[job.criterion], self.tt_stats
+        return self.teacher, self.scores[job.criterion], "source"
 
     def run_job(self, job: Job, k: int, ablation: bool) -> None:
         stream = job.finetune == "stored+stream_bn"
-        res, score_s = self.scores["ttmpd+stream" if stream else job.criterion]
-        teacher = self.stream_teacher if stream else self.teacher
+        teacher, (res, score_s), stats = self._teacher_and_scores(job)
         removed = make_plan(res.scores, self.savings, k=k).removed
         student = remove_blocks(teacher, removed)
         kind = "stored" if stream else job.finetune
         reuse = self.data.reuse(res.teacher_features) if kind.startswith("stored") else None
         fres = finetune(kind, student, teacher, self.entry, self.data, removed, reuse, self.recipes)
         acc, inf = accuracy_of(student, self.entry, self.data.ev_px, self.data.ev_y)
-        extra = ft_extra(fres)
+        extra = {**ft_extra(fres), "teacher_stats": stats}
         self.add(job.method, job.criterion, job.finetune, k, acc, removed, score_s, fres.seconds, inf, job.tables, **extra)
         if stream:  # and the student's own BN statistics re-estimated on the stream after distillation
             t = time.perf_counter()
