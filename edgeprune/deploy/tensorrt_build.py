@@ -45,7 +45,7 @@ def tensorrt_status() -> tuple[bool, str]:
     except Exception as exc:  # e.g. libnvinfer missing or mismatched
         return False, f"the tensorrt package does not load: {type(exc).__name__}: {str(exc)[:200]}"
     if not hasattr(tensorrt, "Builder"):  # tensorrt-stubs alone make an empty namespace package
-        return False, "only TensorRT's type stubs are installed, not TensorRT (pip install tensorrt)"
+        return False, "only TensorRT's type stubs are installed, not TensorRT (pip install tensorrt, on a machine with an NVIDIA GPU)"
     import torch
 
     if not torch.cuda.is_available():
