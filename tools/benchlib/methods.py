@@ -88,7 +88,9 @@ def ttmpd_finetune(student, teacher, entry, pixels, removed, reuse, recipe) -> F
     stop = suffix_stop(stages, removed, recipe.train_scope)
     t0 = time.perf_counter()
     with TeacherCounter(teacher, entry) as counter:
-        targets = build_distill_targets(teacher, entry, pixels, stages=stages, stop=stop, batch_size=recipe.batch_size,
+        # in micro-batch chunks, as adapt runs its inference passes (the same labels, less memory)
+        chunk = min(recipe.batch_size, recipe.micro_batch or recipe.batch_size)
+        targets = build_distill_targets(teacher, entry, pixels, stages=stages, stop=stop, batch_size=chunk,
                                         reuse=reuse, channels_last=recipe.channels_last)
     label_s = time.perf_counter() - t0
     try:
