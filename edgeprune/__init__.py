@@ -1,6 +1,6 @@
 """edgeprune: test-time block pruning and distillation (TT-MPD) of image classifiers."""
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def __getattr__(name):

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeprune.data.images import normalise
+from edgeprune.data.transforms import normalise
 from edgeprune.distill.distiller import DistillConfig
 from edgeprune.models import zoo
 from edgeprune.models.blocks import find_blocks
+from edgeprune.models.features import extract_features
 from edgeprune.models.staging import split
 from edgeprune.models.surgery import remove_blocks
 from edgeprune.pruning.criteria import CRITERIA, ScoringContext
@@ -224,7 +225,7 @@ def test_entropy_kd_queries_fewer_samples(ft_setup):
 def test_stored_queries_the_teacher_once_per_image(ft_setup):
     teacher, entry, pixels, student, cfg = ft_setup
     with torch.no_grad():
-        reuse = {i: f for i, f in enumerate(zoo.extract_features(teacher, entry, normalise(pixels[:4], entry.mean, entry.std)))}
+        reuse = {i: f for i, f in enumerate(extract_features(teacher, entry, normalise(pixels[:4], entry.mean, entry.std)))}
     calls = _Calls(teacher)
     res = FINETUNERS.get("stored")().run(student, teacher, entry, pixels, cfg, reuse=reuse)
     calls.handle.remove()

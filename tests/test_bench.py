@@ -14,11 +14,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
+from edgeprune.errors import UsageError  # noqa: E402
+
 from benchlib import config, order, provenance  # noqa: E402
 from benchlib.methods import jobs_for  # noqa: E402
 from benchlib.outputs import write_outputs  # noqa: E402
-
-from edgeprune.errors import UsageError  # noqa: E402
 
 
 def _bench():

@@ -4,6 +4,7 @@ import torch
 
 from edgeprune.models import zoo
 from edgeprune.models.blocks import find_blocks
+from edgeprune.models.features import extract_features
 from edgeprune.models.staging import split
 from edgeprune.models.surgery import remove_blocks
 from edgeprune.pruning.criteria import CRITERIA, ScoringContext
@@ -34,10 +35,10 @@ def test_importance_is_noise_times_gap_over_saving():
     res = CRITERIA.get("ttmpd")().score(ctx)
     size = sum(p.numel() for p in ctx.model.parameters())
     with torch.no_grad():
-        full = zoo.extract_features(ctx.model, ctx.entry, ctx.images)
+        full = extract_features(ctx.model, ctx.entry, ctx.images)
         for b in ctx.blocks:
             student = remove_blocks(ctx.model, [b.name])
-            noise = float(((full - zoo.extract_features(student, ctx.entry, ctx.images)) ** 2).mean())  # Eq. 1
+            noise = float(((full - extract_features(student, ctx.entry, ctx.images)) ** 2).mean())  # Eq. 1
             gap = (size - sum(p.numel() for p in student.parameters())) / size  # Eq. 2
             expected = noise * gap / ctx.latency_saving[b.name]
             assert noise > 0 and gap > 0

@@ -2,9 +2,11 @@ import math
 
 import torch
 
-from edgeprune.distill.distiller import DistillConfig, batch_schedule, distill
+from edgeprune.data.batches import batch_schedule
+from edgeprune.distill.distiller import DistillConfig, distill
 from edgeprune.distill.targets import FeatureStore, build_pseudo_labels
 from edgeprune.models import zoo
+from edgeprune.models.features import extract_features
 from edgeprune.models.surgery import remove_blocks
 
 
@@ -34,10 +36,10 @@ def test_pseudo_labels_reuse_given_features():
     marker = torch.full((512, 1, 1), 7.0)
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=4, reuse={0: marker, 1: marker})
     assert float(store.get([0]).mean()) == 7.0
-    from edgeprune.data.images import normalise
+    from edgeprune.data.transforms import normalise
 
     with torch.no_grad():
-        ref = zoo.extract_features(teacher, entry, normalise(pixels[2:3], entry.mean, entry.std))
+        ref = extract_features(teacher, entry, normalise(pixels[2:3], entry.mean, entry.std))
     assert torch.allclose(store.get([2]).float(), ref, rtol=2e-3, atol=1e-3)
 
 

@@ -9,13 +9,14 @@ import mmap
 import pytest
 import torch
 
-from edgeprune.data.images import normalise
+from edgeprune.data.transforms import normalise
 from edgeprune.distill import hardware
 from edgeprune.distill.compute_floor import ComputeFloor, matmul_throughput
 from edgeprune.distill.distiller import DistillConfig, Distiller, distill
 from edgeprune.distill.targets import build_distill_targets, build_pseudo_labels, prefix_stop
 from edgeprune.errors import UsageError
 from edgeprune.models import zoo
+from edgeprune.models.features import extract_features
 from edgeprune.models.staging import run_stages, split
 from edgeprune.models.surgery import remove_blocks
 
@@ -43,7 +44,7 @@ def test_one_pass_gives_labels_and_prefix(setup):
     assert stages[stop][0] == "layer1.1" and t.prefix.stop == stop and t.prefix.stage == "layer1.1"
     x = normalise(pixels[5:7], entry.mean, entry.std)
     with torch.no_grad():
-        feats = zoo.extract_features(teacher, entry, x)
+        feats = extract_features(teacher, entry, x)
         pre = run_stages(stages, x, 0, stop)
     assert torch.allclose(t.labels.get([5, 6]).float(), feats, rtol=2e-3, atol=2e-3)
     assert torch.allclose(t.prefix.store.get([5, 6]).float(), pre, rtol=2e-3, atol=2e-3)
@@ -132,7 +133,7 @@ def _loss_and_grads(model, entry, pixels, store, positions, chunks):
     model.zero_grad(set_to_none=True)
     total = 0.0
     for part in torch.as_tensor(positions).chunk(chunks):
-        out = zoo.extract_features(model, entry, normalise(pixels[part], entry.mean, entry.std))
+        out = extract_features(model, entry, normalise(pixels[part], entry.mean, entry.std))
         loss = torch.nn.functional.mse_loss(out, store.get(part).float()) / chunks
         loss.backward()
         total += float(loss.detach())
@@ -147,7 +148,7 @@ def test_micro_batches_are_ghost_batches_in_train_mode(setup):
     student = remove_blocks(teacher, REMOVED)
     d = Distiller(student, entry, pixels, store, DistillConfig(steps=1, batch_size=16, micro_batch=8))
     reference = copy.deepcopy(student)
-    first = next(iter(__import__("edgeprune.distill.distiller", fromlist=["x"]).batch_schedule(40, 16, 1, 0))).tolist()
+    first = next(iter(__import__("edgeprune.data.batches", fromlist=["x"]).batch_schedule(40, 16, 1, 0))).tolist()
     d.step()
     got = {k: p.grad for k, p in student.named_parameters() if p.grad is not None}
     ghost_loss, ghost = _loss_and_grads(copy.deepcopy(reference), entry, pixels, store, first, 2)
@@ -169,12 +170,12 @@ def test_suffix_loss_matches_the_full_forward_with_an_eval_prefix(setup):
     cfg = DistillConfig(steps=1, batch_size=16, train_scope="suffix")
     d = Distiller(student, entry, pixels, t.labels, cfg, prefix=t.prefix)
     d.step()
-    first_batch = next(iter(__import__("edgeprune.distill.distiller", fromlist=["x"]).batch_schedule(40, 16, 1, 0)))
+    first_batch = next(iter(__import__("edgeprune.data.batches", fromlist=["x"]).batch_schedule(40, 16, 1, 0)))
     reference.train()
     for _, m in split(reference, entry.staging)[:stop]:
         m.eval()
     with torch.no_grad():
-        out = zoo.extract_features(reference, entry, normalise(pixels[first_batch], entry.mean, entry.std))
+        out = extract_features(reference, entry, normalise(pixels[first_batch], entry.mean, entry.std))
     expected = float(torch.nn.functional.mse_loss(out, t.labels.get(first_batch).float()))
     assert math.isclose(d.result.losses[0], expected, rel_tol=1e-2)
     d.finish()

@@ -18,15 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from edgeprune.data import images
-from edgeprune.data.images import (
-    _SkipImage,
-    decode_image,
-    discover_images,
-    load_images,
-    normalise,
-    require_images,
-    split_indices,
-)
+from edgeprune.data.images import _SkipImage, decode_image, discover_images, load_images, require_images, split_indices
+from edgeprune.data.transforms import normalise
 from edgeprune.errors import ImageError, UsageError
 
 RES = 16  # small resolution keeps every test fast

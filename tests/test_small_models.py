@@ -6,8 +6,9 @@ import torch
 
 from edgeprune.errors import ModelError
 from edgeprune.models.blocks import find_blocks
+from edgeprune.models.features import extract_features, get_module
 from edgeprune.models.staging import run_stages, split
-from edgeprune.models.zoo import build_architecture, extract_features, get_entry, get_module, load_model
+from edgeprune.models.zoo import build_architecture, get_entry, load_model
 from edgeprune.research import source_models
 
 NAMES = ("fmnist_resnet", "fmnist_mobilenetv2")

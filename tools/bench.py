@@ -44,12 +44,12 @@ TOOLS = Path(__file__).resolve().parent
 if str(TOOLS) not in sys.path:  # benchlib sits beside this script
     sys.path.insert(0, str(TOOLS))
 
+from edgeprune.errors import EdgepruneError, UsageError  # noqa: E402
+from edgeprune.research.corruptions import CORRUPTIONS  # noqa: E402
+
 from benchlib.config import MODELS, ROOT, BenchConfig  # noqa: E402
 from benchlib.driver import run_benchmark  # noqa: E402
 from benchlib.outputs import write_outputs  # noqa: E402
-
-from edgeprune.errors import EdgepruneError, UsageError  # noqa: E402
-from edgeprune.research.corruptions import CORRUPTIONS  # noqa: E402
 
 QUICK = dict(corruptions=("gaussian_noise",), seeds=1, steps=20, eval_images=1000, practise_steps=20, quick=True,
              out=ROOT / "out" / "bench_quick", latency_budget_s=3.0)
@@ -86,10 +86,11 @@ def parse_args(argv=None) -> tuple[BenchConfig, str]:
 
 def sweep_only(cfg: BenchConfig) -> None:
     import torch
-    from benchlib.streams import load_or_sweep
 
     from edgeprune.models.zoo import load_model
     from edgeprune.research.fashion_mnist import load_fashion_mnist, to_rgb32
+
+    from benchlib.streams import load_or_sweep
 
     torch.set_num_threads(1)
     test_x, test_y = load_fashion_mnist("test")

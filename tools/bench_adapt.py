@@ -48,11 +48,11 @@ TOOLS = Path(__file__).resolve().parent
 ROOT = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 
+from edgeprune.deploy.outputs import atomic_write  # noqa: E402
+
 from benchlib.adapt_probes import log, machine, run_e2e, threads_ab  # noqa: E402
 from benchlib.adapt_study import small_models_study, study, variants  # noqa: E402
 from benchlib.adapt_tables import tables, write_md  # noqa: E402
-
-from edgeprune.deploy.outputs import atomic_write  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

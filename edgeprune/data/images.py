@@ -17,7 +17,6 @@ Public API::
     decode_image(path, resolution, crop_pct=0.875) -> np.ndarray  (uint8, R x R x 3)
     load_images(root, resolution, crop_pct=0.875, limit=None, class_to_index=None, progress=None) -> ImageSet
     require_images(imageset, minimum) -> None                    (ImageError when too few)
-    normalise(pixels_uint8, mean, std) -> float32 tensor        ((x / 255 - mean) / std)
     split_indices(n, prune=64, finetune=1000, seed=0, minimum=16) -> Split
 
 Decoding policy (``decode_image``), the same as torchvision's ``Resize(round(R / crop_pct))`` +
@@ -476,7 +475,7 @@ def decode_image(path: str | bytes | os.PathLike, resolution: int, crop_pct: flo
 # ---------------------------------------------------------------------------- loading
 @dataclass
 class ImageSet:
-    """Decoded images, kept as uint8 (4x less memory than float) until :func:`normalise`.
+    """Decoded images, kept as uint8 (4x less memory than float) until ``data.transforms.normalise``.
 
     ``pixels``: uint8 ``N x 3 x R x R``. ``paths``: printable paths (:func:`display_path`) of the
     N images, in order. ``labels``: long ``N`` or None (unlabeled). ``classes``: label names or
@@ -587,33 +586,6 @@ def require_images(imageset: ImageSet, minimum: int) -> None:
         f"only {n} usable image{'s' if n != 1 else ''} in {where}{extra}, need at least {minimum}",
         "add more images (jpg/jpeg/png/bmp/webp/tif/tiff) or fix the skipped ones",
     )
-
-
-# ---------------------------------------------------------------------------- tensors
-def normalise(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(x / 255 - mean) / std`` as float32, for ``... x 3 x H x W`` uint8 (one image or a batch).
-
-    With one-channel ``mean``/``std`` (``ZooEntry.in_chans == 1``) the RGB pixels are first turned
-    into luminance exactly as Pillow's ``convert("L")`` does (ITU-R 601-2, integer arithmetic), so a
-    greyscale source round-trips unchanged; the result then has one channel.
-    """
-    if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8:
-        raise UsageError("normalise expects a uint8 tensor (... x 3 x H x W)")
-    if pixels.dim() < 3 or pixels.shape[-3] != 3:
-        raise UsageError(f"normalise expects ... x 3 x H x W pixels, got shape {tuple(pixels.shape)}")
-    mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
-    std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
-    if mean_t.numel() != std_t.numel() or mean_t.numel() not in (1, 3):
-        raise UsageError("mean and std must both have 1 or 3 values")
-    if not bool(torch.all(std_t != 0)):
-        raise UsageError("std must not contain zeros")
-    x = pixels
-    if mean_t.numel() == 1:
-        p = pixels.to(torch.int32)
-        x = ((p.narrow(-3, 0, 1) * 19595 + p.narrow(-3, 1, 1) * 38470 + p.narrow(-3, 2, 1) * 7471 + 0x8000) >> 16)
-    out = x.to(torch.float32).div_(255.0)
-    shape = (-1, 1, 1)
-    return out.sub_(mean_t.view(shape)).div_(std_t.view(shape))
 
 
 # ---------------------------------------------------------------------------- splitting

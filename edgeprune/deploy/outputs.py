@@ -172,7 +172,7 @@ def _fresh_temp_name(path: Path) -> Path:
 def write_marker(folder: Path) -> None:
     """Record in ``folder`` that edgeprune wrote it, with the files it holds now."""
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != OUTPUT_MARKER)
-    from edgeprune import __version__
+    from ..version import __version__
 
     marker = {"format": MARKER_FORMAT, "version": 1, "edgeprune": __version__, "files": files}
     atomic_write(folder / OUTPUT_MARKER, json.dumps(marker, indent=1) + "\n")

@@ -46,11 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.images import normalise
+from ..data.batches import batch_schedule
+from ..data.transforms import normalise
 from ..errors import UsageError
+from ..models.features import extract_features, head_parameters
 from ..models.flops import stage_flops
 from ..models.staging import Stage, run_stages, split
-from ..models.zoo import ZooEntry, extract_features, head_parameters
+from ..models.zoo import ZooEntry
 from .hardware import HardwarePlan, plan_hardware, probe_precision, probe_threads, to_layout
 from .targets import FeatureStore, PrefixCache, prefix_stop
 
@@ -122,20 +124,6 @@ def trainable_parameters(student: nn.Module, entry: ZooEntry, freeze_head: bool 
         if id(p) not in frozen:
             params.append(p)
     return params
-
-
-def batch_schedule(n: int, batch: int, steps: int, seed: int):
-    """Index batches: a fresh seeded permutation per epoch, incomplete tails dropped."""
-    g = torch.Generator().manual_seed(seed)
-    batch = min(batch, n)
-    done = 0
-    while done < steps:
-        perm = torch.randperm(n, generator=g)
-        for start in range(0, n - batch + 1, batch):
-            if done == steps:
-                return
-            yield perm[start : start + batch]
-            done += 1
 
 
 def validation_split(n: int, config: DistillConfig) -> tuple[list[int], list[int], str | None]:

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.images import normalise
+from ..data.transforms import normalise
+from ..models.features import extract_features
 from ..models.staging import Stage, run_stages
-from ..models.zoo import ZooEntry, extract_features
+from ..models.zoo import ZooEntry
 from .hardware import to_layout
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # 1 GiB of float16 features before spilling to a memory map

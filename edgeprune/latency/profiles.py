@@ -27,12 +27,12 @@ from typing import Callable
 
 import torch
 
-from .. import __version__
 from ..deploy.outputs import atomic_write
 from ..errors import ModelError, OutputError, ProfileError, UsageError
 from ..models.blocks import find_blocks
 from ..models.surgery import remove_blocks
 from ..models.zoo import canonical_name, load_model
+from ..version import __version__
 from .backends import get_backend
 from .backends.base import workdir_for
 from .fingerprint import cpu_isa_flags, device_fingerprint, device_slug

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .zoo import ZooEntry, get_module, set_module
+from .features import get_module, set_module
+from .zoo import ZooEntry
 
 
 @dataclass(frozen=True)

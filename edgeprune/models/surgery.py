@@ -15,7 +15,8 @@ from torch import nn
 
 from ..deploy.outputs import atomic_path
 from ..errors import ModelError, UsageError
-from .zoo import build_architecture, get_entry, get_module, set_module
+from .features import get_module, set_module
+from .zoo import build_architecture, get_entry
 
 MANIFEST_FORMAT = "edgeprune.manifest"
 MANIFEST_VERSION = 1

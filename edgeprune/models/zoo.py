@@ -44,6 +44,7 @@ class ZooEntry:
     crop_pct: float = 0.875
     notes: str = ""
     builder: Callable[[], nn.Module] | None = field(default=None, compare=False, repr=False)
+    weights_file: Callable[[], Path] | None = field(default=None, compare=False, repr=False)  # "local" family: its trained weights
 
 
 def _tv(name, res, feature, head, staging, crop=0.875):
@@ -74,6 +75,11 @@ for _n, _res in ((0, 224), (1, 240), (2, 260)):
 ALIASES = {"mobilenetv2": "mobilenet_v2", "mobilenetv3": "mobilenet_v3_large", "resnet-34": "resnet34"}
 
 
+# Modules that add models with ``register_entry`` when imported. They are imported only when a
+# name is not found among the built-in ones, so the catalogue never depends on them (no cycle).
+MODEL_PLUGINS = ["edgeprune.research.source_models"]
+
+
 def register_entry(entry: ZooEntry) -> None:
     """Add a model (e.g. the benchmark's small source models, with a ``builder``)."""
     _ENTRIES[entry.name] = entry
@@ -93,7 +99,7 @@ def get_entry(name: str) -> ZooEntry:
         return _ENTRIES[name]
     if name.startswith("timm:"):
         return _timm_entry(name[5:])
-    _ensure_local_models()
+    _import_plugins()
     if name in _ENTRIES:
         return _ENTRIES[name]
     close = difflib.get_close_matches(name, list(_ENTRIES) + list(ALIASES), n=3, cutoff=0.5)
@@ -101,9 +107,9 @@ def get_entry(name: str) -> ZooEntry:
     raise ModelError(f"unknown model {name!r}", hint)
 
 
-def _ensure_local_models() -> None:
-    # The small Fashion-MNIST source models register themselves on import.
-    importlib.import_module("edgeprune.research.source_models")
+def _import_plugins() -> None:
+    for module in MODEL_PLUGINS:
+        importlib.import_module(module)
 
 
 def _timm_entry(arch: str) -> ZooEntry:
@@ -239,10 +245,8 @@ def _load_pretrained(entry: ZooEntry, model: nn.Module) -> str:
         apply_state_dict(model, load_state_dict_file(path), path.name)
         return f"torchvision:{path.name}"
     if entry.family == "local":
-        from ..research.source_models import pretrained_path
-
-        path = pretrained_path(entry.name)
-        if not path.is_file():
+        path = entry.weights_file() if entry.weights_file is not None else None
+        if path is None or not path.is_file():
             raise ModelError(f"no trained weights for {entry.name}", "run `python tools/train_source.py` first, or pass --weights PATH")
         apply_state_dict(model, load_state_dict_file(path), path.name)
         return f"local:{path}"
@@ -257,41 +261,3 @@ def _load_pretrained(entry: ZooEntry, model: nn.Module) -> str:
         ) from None
     model.load_state_dict(pretrained.state_dict())
     return f"timm:{entry.arch}"
-
-
-# ---------------------------------------------------------------- features and head
-def get_module(model: nn.Module, path: str) -> nn.Module:
-    return model.get_submodule(path) if path else model
-
-
-def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, leaf = path.rpartition(".")
-    setattr(get_module(model, parent_path), leaf, new)
-
-
-def extract_features(model: nn.Module, entry: ZooEntry, x: torch.Tensor) -> torch.Tensor:
-    """The pre-global-average-pool feature map (method.md) of ``model`` for batch ``x``."""
-    if entry.feature_layer == "forward_features":
-        return model.forward_features(x)
-    captured: list[torch.Tensor] = []
-
-    class _Done(Exception):
-        pass
-
-    def hook(_m, _i, out):
-        captured.append(out)
-        raise _Done  # the head is not needed: stop the forward here
-
-    handle = get_module(model, entry.feature_layer).register_forward_hook(hook)
-    try:
-        model(x)
-    except _Done:
-        pass
-    finally:
-        handle.remove()
-    return captured[0]
-
-
-def head_parameters(model: nn.Module, entry: ZooEntry) -> set[int]:
-    """ids of the classifier head's parameters (kept frozen when distilling)."""
-    return {id(p) for p in get_module(model, entry.head).parameters()}

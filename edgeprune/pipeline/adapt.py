@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-from ..data.images import load_images, normalise, require_images, split_indices, summarise_skipped
+from ..data.images import load_images, require_images, split_indices, summarise_skipped
+from ..data.transforms import normalise
 from ..deploy.outputs import AtomicOutputDir, OutputLock, check_output_dir
 from ..distill.bn_stats import reestimate_bn_stats
 from ..distill.compute_floor import ComputeFloor
@@ -34,6 +34,7 @@ from ..models.zoo import RANDOM, canonical_name, get_entry, load_model
 from ..progress import CollectingReporter, Reporter
 from ..pruning.criteria import CRITERIA, ScoringContext
 from ..pruning.plan import LS_FLOOR, floor_savings, make_plan
+from ..version import __version__
 from .evaluate import accuracy, agreement, predict
 from .report import write_json, write_report
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data.images import normalise
+from ..data.transforms import normalise
 from ..models.zoo import ZooEntry
 
 

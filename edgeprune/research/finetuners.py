@@ -51,11 +51,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.images import normalise
-from ..distill.distiller import DistillConfig, DistillResult, batch_schedule, distill, trainable_parameters
+from ..data.batches import batch_schedule
+from ..data.transforms import normalise
+from ..distill.distiller import DistillConfig, DistillResult, distill, trainable_parameters
 from ..distill.hardware import to_layout
 from ..distill.targets import build_pseudo_labels
-from ..models.zoo import ZooEntry, extract_features
+from ..models.features import extract_features
+from ..models.zoo import ZooEntry
 from ..registry import Registry
 
 FINETUNERS: Registry = Registry("fine-tuner")

@@ -105,9 +105,9 @@ DEFAULT_EPOCHS = {"fmnist_resnet": 6, "fmnist_mobilenetv2": 5}
 for _entry in (
     ZooEntry("fmnist_resnet", "local", "fmnist_resnet", 32, FMNIST_MEAN, FMNIST_STD, "layer3", "fc", "resnet",
              num_classes=10, crop_pct=1.0, notes="Fashion-MNIST 32px ResNet, 10 removable blocks",
-             builder=build_fmnist_resnet),
+             builder=build_fmnist_resnet, weights_file=lambda: pretrained_path("fmnist_resnet")),
     ZooEntry("fmnist_mobilenetv2", "local", "fmnist_mobilenetv2", 32, FMNIST_MEAN, FMNIST_STD, "features", "classifier",
              "features", num_classes=10, crop_pct=1.0, notes="Fashion-MNIST 32px MobileNetV2, 10 removable blocks",
-             builder=build_fmnist_mobilenetv2),
+             builder=build_fmnist_mobilenetv2, weights_file=lambda: pretrained_path("fmnist_mobilenetv2")),
 ):
     register_entry(_entry)

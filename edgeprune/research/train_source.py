@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.images import normalise
+from ..data.transforms import normalise
 from ..deploy.outputs import atomic_path
 from ..models.zoo import build_architecture, get_entry
 from .fashion_mnist import load_fashion_mnist, to_rgb32

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..data.images import normalise
+from ..data.transforms import normalise
 from ..errors import UsageError
 from ..models.zoo import ZooEntry
 

@@ -12,14 +12,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from edgeprune.data.images import load_images, normalise, split_indices
+from edgeprune.data.images import load_images, split_indices
+from edgeprune.data.transforms import normalise
 from edgeprune.distill import hardware
 from edgeprune.distill.compute_floor import matmul_throughput
 from edgeprune.distill.distiller import DistillConfig, Distiller
 from edgeprune.distill.targets import build_distill_targets, prefix_stop
+from edgeprune.models.features import extract_features
 from edgeprune.models.staging import split
 from edgeprune.models.surgery import remove_blocks
-from edgeprune.models.zoo import extract_features, load_model
+from edgeprune.models.zoo import load_model
 from edgeprune.pipeline.evaluate import accuracy, agreement, predict
 
 from .adapt_probes import log

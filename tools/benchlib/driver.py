@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from edgeprune.data.images import normalise, split_indices
+from edgeprune.data.images import split_indices
+from edgeprune.data.transforms import normalise
 from edgeprune.models.blocks import find_blocks
 from edgeprune.models.surgery import remove_blocks
 from edgeprune.models.zoo import load_model

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeprune.data.images import normalise, split_indices
+from edgeprune.data.images import split_indices
+from edgeprune.data.transforms import normalise
 from edgeprune.deploy.outputs import atomic_write
 from edgeprune.models.zoo import RANDOM, ZooEntry
 from edgeprune.pipeline.evaluate import predict

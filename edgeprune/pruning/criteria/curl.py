@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...models.features import get_module
 from ...models.flops import count_flops, model_flops, stage_flops
 from ...models.staging import run_keeping_inputs, run_stages, stage_positions
 from ...models.surgery import remove_blocks
-from ...models.zoo import ZooEntry, get_module
+from ...models.zoo import ZooEntry
 from .base import CRITERIA, Criterion, CriterionResult, ScoringContext, batches
 
 PROBE_IMAGES = 2

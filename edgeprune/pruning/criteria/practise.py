@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...distill.distiller import batch_schedule
+from ...data.batches import batch_schedule
+from ...models.features import extract_features, set_module
 from ...models.flops import count_flops, model_flops, stage_flops
 from ...models.staging import run_stages
-from ...models.zoo import extract_features, set_module
 from .base import CRITERIA, Criterion, CriterionResult, ScoringContext, batches
 
 LR = 0.02

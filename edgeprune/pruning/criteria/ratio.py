@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ...models.zoo import extract_features, get_module
+from ...models.features import extract_features, get_module
 from .base import CRITERIA, Criterion, CriterionResult, ScoringContext, batches
 
 EPS = 1e-12  # guards an all-zero block input

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
+from ...models.features import extract_features
 from ...models.flops import stage_flops
 from ...models.staging import run_keeping_inputs, run_stages, stage_positions
 from ...models.surgery import remove_blocks
-from ...models.zoo import extract_features
 from .base import CRITERIA, Criterion, CriterionResult, ScoringContext, batches
 
 
