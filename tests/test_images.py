@@ -17,8 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from edgeprune.data import images
-from edgeprune.data.images import _SkipImage, decode_image, discover_images, load_images, require_images, split_indices
+from edgeprune.data import files
+from edgeprune.data.decoding import SkipImage, decode_image
+from edgeprune.data.discovery import discover_images
+from edgeprune.data.images import load_images, require_images
+from edgeprune.data.split import split_indices
 from edgeprune.data.transforms import normalise
 from edgeprune.errors import ImageError, UsageError
 
@@ -237,18 +240,18 @@ def test_unreadable_file_chmod(tmp_path):
 def test_unreadable_file_simulated(tmp_path, monkeypatch):
     write(tmp_path / "ok.png", valid_files()["good_rgb.png"])
     bad = write(tmp_path / "locked.png", valid_files()["good_rgb.png"])
-    real = images._open_for_reading
+    real = files.open_for_reading
 
     def fake(path):
         if Path(path).name == "locked.png":
             raise PermissionError(13, "Permission denied")
         return real(path)
 
-    monkeypatch.setattr(images, "_open_for_reading", fake)
+    monkeypatch.setattr(files, "open_for_reading", fake)
     paths, skipped = discover_images(tmp_path)
     assert [p.name for p in paths] == ["ok.png"]
     assert skipped == [{"path": str(bad), "reason": "unreadable: permission denied"}]
-    with pytest.raises(_SkipImage, match="unreadable: permission denied"):
+    with pytest.raises(SkipImage, match="unreadable: permission denied"):
         decode_image(bad, RES)
 
 
@@ -399,27 +402,27 @@ def test_resize_and_centre_crop_geometry(tmp_path):
 
 def test_size_limits(tmp_path):
     assert decoded(write(tmp_path / "ok.png", encode(Image.new("RGB", (400, 8)), "PNG"))).shape == (RES, RES, 3)  # 50:1 ok
-    with pytest.raises(_SkipImage, match=r"too elongated: 408x8 pixels \(aspect 51:1 over 50:1\)"):
+    with pytest.raises(SkipImage, match=r"too elongated: 408x8 pixels \(aspect 51:1 over 50:1\)"):
         decoded(write(tmp_path / "l.png", encode(Image.new("RGB", (408, 8)), "PNG")))
-    with pytest.raises(_SkipImage, match="too small: 1x1 pixels"):
+    with pytest.raises(SkipImage, match="too small: 1x1 pixels"):
         decoded(write(tmp_path / "t.png", encode(Image.new("RGB", (1, 1)), "PNG")))
-    with pytest.raises(_SkipImage, match="too small: 7x30"):
+    with pytest.raises(SkipImage, match="too small: 7x30"):
         decoded(write(tmp_path / "t2.png", encode(Image.new("RGB", (7, 30)), "PNG")))
 
 
 def test_decompression_bombs(tmp_path, monkeypatch):
-    with pytest.raises(_SkipImage, match=r"decompression bomb: 10000000000 pixels over Pillow's limit of 89478485"):
+    with pytest.raises(SkipImage, match=r"decompression bomb: 10000000000 pixels over Pillow's limit of 89478485"):
         decoded(write(tmp_path / "huge.png", bomb_png()))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     warn = write(tmp_path / "warn.png", encode(noise(40, 40), "PNG"))  # 1600 px: Pillow only warns
     err = write(tmp_path / "err.png", encode(noise(50, 50), "PNG"))  # 2500 px: over 2x, Pillow raises
-    with pytest.raises(_SkipImage, match=r"^decompression bomb: 1600 pixels over Pillow's limit of 1000$"):
+    with pytest.raises(SkipImage, match=r"^decompression bomb: 1600 pixels over Pillow's limit of 1000$"):
         decoded(warn)
-    with pytest.raises(_SkipImage, match=r"^decompression bomb: 2500 pixels over Pillow's limit of 1000$"):
+    with pytest.raises(SkipImage, match=r"^decompression bomb: 2500 pixels over Pillow's limit of 1000$"):
         decoded(err)
     assert decoded(write(tmp_path / "small.png", encode(noise(30, 30), "PNG"))).shape == (RES, RES, 3)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # disabled by someone: Pillow's default still applies
-    with pytest.raises(_SkipImage, match="decompression bomb: 10000000000 pixels over Pillow's limit of 89478485"):
+    with pytest.raises(SkipImage, match="decompression bomb: 10000000000 pixels over Pillow's limit of 89478485"):
         decoded(tmp_path / "huge.png")
 
 
@@ -427,18 +430,18 @@ def test_truncated_files_even_if_someone_allowed_them(tmp_path, monkeypatch):
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     data = encode(noise(64, 64, 3), "JPEG", quality=95)
     p = write(tmp_path / "t.jpg", data[: len(data) * 2 // 3])
-    with pytest.raises(_SkipImage, match="truncated"):
+    with pytest.raises(SkipImage, match="truncated"):
         decoded(p)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored afterwards
 
 
 def test_non_regular_and_missing_paths(tmp_path):
     os.mkfifo(tmp_path / "pipe.jpg")
-    with pytest.raises(_SkipImage, match="not a regular file"):
+    with pytest.raises(SkipImage, match="not a regular file"):
         decoded(tmp_path / "pipe.jpg")  # and does not block
-    with pytest.raises(_SkipImage, match="unreadable: no such file"):
+    with pytest.raises(SkipImage, match="unreadable: no such file"):
         decoded(tmp_path / "missing.jpg")
-    with pytest.raises(_SkipImage, match="a folder, not an image file"):
+    with pytest.raises(SkipImage, match="a folder, not an image file"):
         decoded(tmp_path)
 
 
@@ -547,7 +550,7 @@ def _check_decode(path: Path, data: bytes) -> str:
     path.write_bytes(data)
     try:
         out = decode_image(path, RES, 0.875)
-    except _SkipImage as exc:
+    except SkipImage as exc:
         assert exc.reason and "\n" not in exc.reason
         exc.reason.encode("utf-8")
         return "skip"

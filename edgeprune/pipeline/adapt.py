@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from ..data.images import load_images, require_images, split_indices, summarise_skipped
+from ..data.discovery import summarise_skipped
+from ..data.images import load_images, require_images
+from ..data.split import split_indices
 from ..data.transforms import normalise
 from ..deploy.outputs import AtomicOutputDir, OutputLock, check_output_dir
 from ..distill.bn_stats import reestimate_bn_stats

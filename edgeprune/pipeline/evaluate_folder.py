@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..data.images import load_images, require_images, summarise_skipped
+from ..data.discovery import summarise_skipped
+from ..data.images import load_images, require_images
 from ..models.surgery import load_manifest
 from ..models.zoo import get_entry, load_model
 from ..progress import Reporter

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.images import display_path
+from ..data.files import display_path
 from ..errors import ImageError, UsageError
 from .corruptions import CORRUPTIONS
 

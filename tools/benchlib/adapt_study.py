@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from edgeprune.data.images import load_images, split_indices
+from edgeprune.data.images import load_images
+from edgeprune.data.split import split_indices
 from edgeprune.data.transforms import normalise
 from edgeprune.distill import hardware
 from edgeprune.distill.compute_floor import matmul_throughput

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from edgeprune.data.images import split_indices
+from edgeprune.data.split import split_indices
 from edgeprune.data.transforms import normalise
 from edgeprune.models.blocks import find_blocks
 from edgeprune.models.surgery import remove_blocks

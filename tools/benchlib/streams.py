@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeprune.data.images import split_indices
+from edgeprune.data.split import split_indices
 from edgeprune.data.transforms import normalise
 from edgeprune.deploy.outputs import atomic_write
 from edgeprune.models.zoo import RANDOM, ZooEntry
