@@ -13,10 +13,14 @@ def __getattr__(name):
         from .pipeline.adapt import AdaptResult
 
         return AdaptResult
-    if name in ("run_profile", "load_profile"):
-        from .latency import profiles
+    if name == "run_profile":
+        from .latency.measurement import run_profile
 
-        return getattr(profiles, name)
+        return run_profile
+    if name == "load_profile":
+        from .latency.profiles import load_profile
+
+        return load_profile
     if name in ("load_model", "find_blocks", "remove_blocks", "load_manifest"):
         from .models import blocks, surgery, zoo
 

@@ -141,7 +141,8 @@ def profile(
 ):
     """Measure the latency saving of removing each block on THIS device (run once per target device)."""
     from .errors import OutputError
-    from .latency.profiles import default_profile_path, run_profile, save_profile
+    from .latency.measurement import run_profile
+    from .latency.profiles import default_profile_path, save_profile
 
     if output is not None and output.is_dir():  # before minutes of timing, not after
         raise OutputError(f"--output {output} is a folder", "give the path of the profile's .json file")

@@ -31,7 +31,8 @@ def _stream(root, n=48, classes=2, seed=0):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from edgeprune.latency.profiles import run_profile, save_profile
+    from edgeprune.latency.measurement import run_profile
+    from edgeprune.latency.profiles import save_profile
 
     tmp = tmp_path_factory.mktemp("adapt")
     torch.manual_seed(0)
@@ -81,7 +82,8 @@ def test_adapt_writes_all_artifacts_and_reloads(setup):
 def small(tmp_path_factory):
     """The 32-px Fashion-MNIST ResNet (research/source_models.py, random weights) and its profile:
     small enough that the training criteria (Practise, CURL) score it in seconds."""
-    from edgeprune.latency.profiles import run_profile, save_profile
+    from edgeprune.latency.measurement import run_profile
+    from edgeprune.latency.profiles import save_profile
 
     tmp = tmp_path_factory.mktemp("small")
     torch.manual_seed(0)

@@ -259,7 +259,8 @@ def shared_setup(tmp_path_factory) -> dict:
     """resnet18 with random weights as a state dict, a torch-backend profile at resolution 32,
     a 20-image stream in class folders. Built once per session."""
     if "profile" not in _SHARED:
-        from edgeprune.latency.profiles import run_profile, save_profile
+        from edgeprune.latency.measurement import run_profile
+        from edgeprune.latency.profiles import save_profile
         from edgeprune.models import zoo
 
         root = tmp_path_factory.mktemp("cli")

@@ -344,7 +344,8 @@ def test_adapt_report_has_the_fast_path_keys(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from edgeprune.latency.profiles import run_profile, save_profile
+    from edgeprune.latency.measurement import run_profile
+    from edgeprune.latency.profiles import save_profile
     from edgeprune.pipeline.adapt import adapt
 
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""latency/profiles.py (+ backends, fingerprint): a real tiny profile, its schema, files and matching."""
+"""latency/measurement.py and profiles.py (+ backends, fingerprint): a real tiny profile, its schema, files and matching."""
 
 import copy
 import json
@@ -9,6 +9,7 @@ import pytest
 from edgeprune.errors import BackendUnavailable, ProfileError, UsageError
 from edgeprune.latency.backends import BACKENDS, get_backend
 from edgeprune.latency.fingerprint import device_fingerprint, device_slug
+from edgeprune.latency.measurement import run_profile
 from edgeprune.latency.profiles import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -17,7 +18,6 @@ from edgeprune.latency.profiles import (
     default_profile_path,
     find_device_profiles,
     load_profile,
-    run_profile,
     save_profile,
 )
 

@@ -9,7 +9,7 @@ seeded RNG, so drift lands on all variants alike and cancels in their difference
 Why robust statistics: a single preemption adds tens of milliseconds to one run. The median and
 a MAD-based coefficient of variation ignore such outliers; a mean and a standard deviation do not.
 
-The helpers here are pure: no printing, nothing model-specific. ``latency/profiles.py`` uses them.
+The helpers here are pure: no printing, nothing model-specific. ``latency/measurement.py`` uses them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
 
-# Measurement defaults in one place (profiles.py and the CLI read them from here).
+# Measurement defaults in one place (measurement.py and the CLI read them from here).
 # Tuned on a 2-core shared CPU (onnxruntime, 2 threads): run_profile("mobilenet_v2", resolution=160)
 # takes 19-25 s wall, and in three pairs of runs in a row every block's saving agreed within
 # 0.32-1.0 points (savings are 3-8%).

@@ -65,7 +65,8 @@ def claim_workdir(workdir: Path) -> None:
 
 
 def run_demo(workdir: str | Path = "edgeprune-demo", steps: int = 300, reporter: Reporter | None = None) -> AdaptResult:
-    from ..latency.profiles import run_profile, save_profile
+    from ..latency.measurement import run_profile
+    from ..latency.profiles import save_profile
     from ..research.source_models import pretrained_path
     from ..research.train_source import train_source
 

@@ -235,7 +235,8 @@ def small_models_study(work: Path, only, blocks: int, steps: int) -> dict:
     for name in ready:
         prof_path = Path(work) / "profiles" / f"{name}.json"
         if not prof_path.exists():
-            from edgeprune.latency.profiles import run_profile, save_profile
+            from edgeprune.latency.measurement import run_profile
+            from edgeprune.latency.profiles import save_profile
 
             save_profile(run_profile(name, backend="onnxruntime", resolution=zoo.get_entry(name).resolution), prof_path)
         out[name] = study(stream, prof_path, model=name, names=["plain", "paper_cl", "suffix_fp32", "fast"],

@@ -64,7 +64,8 @@ def get_profile(model_name: str, cfg: BenchConfig, block_names: list[str] | None
     """The per-block latency profile TT-MPD and Practise score with (cached in --out; measured again
     when the cached one lists other blocks, i.e. the architecture changed)."""
     from edgeprune.errors import ProfileError
-    from edgeprune.latency.profiles import load_profile, run_profile, save_profile
+    from edgeprune.latency.measurement import run_profile
+    from edgeprune.latency.profiles import load_profile, save_profile
 
     path = Path(cfg.out) / f"profile_{model_name}.json"
     if path.is_file():
