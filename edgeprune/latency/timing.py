@@ -155,14 +155,7 @@ def run_interleaved(
     names = list(runners)
     rng = random.Random(seed)
 
-    # Warm-up in rounds too: caches, allocator pools and CPU frequency settle for all variants.
-    warmup_rounds = 0
-    start = clock()
-    while warmup_rounds < 2 or clock() - start < warmup_s:
-        for name in _round_order(names, rng):
-            runners[name]()
-        warmup_rounds += 1
-
+    warmup_rounds = _warm_up(runners, names, rng, warmup_s, clock)
     samples: dict[str, list[float]] = {n: [] for n in names}
     stop_reason = "max_repeats"
     start = clock()
@@ -195,6 +188,18 @@ def run_interleaved(
     return InterleavedRun(
         {n: Stats.from_samples(s) for n, s in samples.items()}, samples, rounds, stop_reason, elapsed, warmup_rounds, settings
     )
+
+
+def _warm_up(runners: Mapping[str, Callable[[], None]], names: list[str], rng: random.Random, warmup_s: float,
+             clock: Callable[[], float]) -> int:
+    """Warm-up in rounds too (at least 2): caches, allocator pools and CPU frequency settle for all variants."""
+    rounds = 0
+    start = clock()
+    while rounds < 2 or clock() - start < warmup_s:
+        for name in _round_order(names, rng):
+            runners[name]()
+        rounds += 1
+    return rounds
 
 
 def _targets_met(samples: Mapping[str, list[float]], cv_target: float, precision_target: float | None) -> bool:

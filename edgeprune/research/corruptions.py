@@ -76,6 +76,18 @@ from PIL import Image
 from scipy import ndimage
 
 from ..errors import UsageError
+from .corruption_kernels import (
+    affine_from_points,
+    clipped_zoom,
+    convolve_rgb,
+    disk_kernel,
+    frost_texture,
+    gauss,
+    motion_kernel,
+    plasma,
+    pow2_at_least,
+    smoothed_noise_std,
+)
 
 CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise",
@@ -181,92 +193,6 @@ def _to_u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-# ---------------------------------------------------------------------------- helpers
-def _gauss(img: np.ndarray, sigma: float) -> np.ndarray:
-    """skimage.filters.gaussian on an H x W x C float image (mode 'nearest', truncate 4)."""
-    return ndimage.gaussian_filter(img, sigma=(sigma, sigma, 0), mode="nearest", truncate=4.0)
-
-
-def _clipped_zoom(img: np.ndarray, z: float) -> np.ndarray:
-    """Zoom the centre of an H x W x C image by ``z`` and crop back to H x W (ImageNet-C)."""
-    h, w = img.shape[:2]
-    ch, cw = int(np.ceil(h / z)), int(np.ceil(w / z))
-    top, left = (h - ch) // 2, (w - cw) // 2
-    crop = img[top : top + ch, left : left + cw]
-    out = ndimage.zoom(crop, (z, z, 1), order=1, mode="nearest", grid_mode=False)
-    if out.shape[0] < h or out.shape[1] < w:  # rounding guard
-        out = np.pad(out, ((0, max(0, h - out.shape[0])), (0, max(0, w - out.shape[1])), (0, 0)), mode="edge")
-    th, tw = (out.shape[0] - h) // 2, (out.shape[1] - w) // 2
-    return out[th : th + h, tw : tw + w]
-
-
-def _disk(radius: float, alias_blur: float) -> np.ndarray:
-    """Anti-aliased disk kernel (8x8 supersampling), then ImageNet-C's alias Gaussian."""
-    half = max(int(np.ceil(radius)), 1) + 1
-    sub = 8
-    coords = (np.arange(-half * sub, (half + 1) * sub) + 0.5) / sub - 0.5
-    xx, yy = np.meshgrid(coords, coords)
-    fine = (xx**2 + yy**2 <= radius**2).astype(np.float64)
-    n = 2 * half + 1
-    k = fine.reshape(n, sub, n, sub).mean(axis=(1, 3))
-    if k.sum() == 0:
-        k[half, half] = 1.0
-    k /= k.sum()
-    k = ndimage.gaussian_filter(k, alias_blur, mode="constant", truncate=3.0)
-    return k / k.sum()
-
-
-def _motion_kernel(radius: int, sigma: float, angle_deg: float) -> np.ndarray:
-    """ImageMagick-style motion blur: one-sided Gaussian of ``2r+1`` taps along a line."""
-    width = 2 * radius + 1
-    taps = np.exp(-(np.arange(width, dtype=np.float64) ** 2) / (2.0 * max(sigma, 1e-3) ** 2))
-    taps /= taps.sum()
-    a = np.deg2rad(angle_deg)
-    k = np.zeros((2 * width + 1, 2 * width + 1))
-    c = width
-    for i in range(width):
-        dy = -int(np.ceil(i * np.sin(a) - 0.5))
-        dx = -int(np.ceil(i * np.cos(a) - 0.5))
-        k[c + dy, c + dx] += taps[i]
-    return k
-
-
-def _convolve_rgb(img: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
-    return np.stack([ndimage.convolve(img[..., ch], kernel, mode=mode) for ch in range(img.shape[-1])], axis=-1)
-
-
-def _plasma(mapsize: int, wibbledecay: float, rng: np.random.Generator) -> np.ndarray:
-    """ImageNet-C's diamond-square plasma fractal in [0, 1] (mapsize a power of two)."""
-    maparray = np.empty((mapsize, mapsize), dtype=np.float64)
-    maparray[0, 0] = 0
-    stepsize = mapsize
-    wibble = 100.0
-
-    def wibbledmean(array):
-        return array / 4 + wibble * rng.uniform(-wibble, wibble, array.shape)
-
-    while stepsize >= 2:
-        half = stepsize // 2
-        cornerref = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
-        squareaccum = cornerref + np.roll(cornerref, shift=-1, axis=0)
-        squareaccum += np.roll(squareaccum, shift=-1, axis=1)
-        maparray[half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(squareaccum)
-        drgrid = maparray[half:mapsize:stepsize, half:mapsize:stepsize]
-        ulgrid = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
-        ltsum = drgrid + np.roll(drgrid, 1, axis=0) + ulgrid + np.roll(ulgrid, -1, axis=1)
-        maparray[0:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(ltsum)
-        ttsum = drgrid + np.roll(drgrid, 1, axis=1) + ulgrid + np.roll(ulgrid, -1, axis=0)
-        maparray[half:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(ttsum)
-        stepsize //= 2
-        wibble /= wibbledecay
-    maparray -= maparray.min()
-    return maparray / max(maparray.max(), 1e-12)
-
-
-def _pow2_at_least(n: int) -> int:
-    return 1 << max(1, int(np.ceil(np.log2(max(n, 2)))))
-
-
 # ---------------------------------------------------------------------------- batch (vectorised)
 def _noise_batch(x: np.ndarray, name: str, sev: int, gens: list[np.random.Generator]) -> np.ndarray:
     f = x.astype(np.float32) / 255.0
@@ -301,8 +227,8 @@ def _contrast_batch(x: np.ndarray, sev: int) -> np.ndarray:
 # ---------------------------------------------------------------------------- per image
 def _defocus(img, sev, s, rng):
     radius, alias = _DEFOCUS[sev - 1]
-    k = _disk(radius * s, max(alias, 0.4) if s < 1 else alias)
-    out = _convolve_rgb(img.astype(np.float32) / 255.0, k, "mirror")
+    k = disk_kernel(radius * s, max(alias, 0.4) if s < 1 else alias)
+    out = convolve_rgb(img.astype(np.float32) / 255.0, k, "mirror")
     return np.clip(out, 0, 1) * 255
 
 
@@ -311,7 +237,7 @@ def _glass(img, sev, s, rng):
     sg = max(s, 0.5)
     sigma, d = sigma * sg, max(1, int(round(delta * sg)))
     h, w = img.shape[:2]
-    x = _to_u8(_gauss(img.astype(np.float32) / 255.0, sigma) * 255)
+    x = _to_u8(gauss(img.astype(np.float32) / 255.0, sigma) * 255)
     hs, ws = np.arange(h - d, d, -1), np.arange(w - d, d, -1)
     if len(hs) and len(ws):
         flat = x.reshape(h * w, 3)
@@ -323,13 +249,13 @@ def _glass(img, sev, s, rng):
             src = ((hh.ravel() + off[:, 1]) * w + (ww.ravel() + off[:, 0]))
             for a, b in zip(dst.tolist(), src.tolist()):
                 flat[a] = flat[b]
-    return np.clip(_gauss(x.astype(np.float32) / 255.0, sigma), 0, 1) * 255
+    return np.clip(gauss(x.astype(np.float32) / 255.0, sigma), 0, 1) * 255
 
 
 def _motion(img, sev, s, rng):
     radius, sigma = _MOTION[sev - 1]
-    k = _motion_kernel(max(1, int(round(radius * s))), sigma * s, rng.uniform(-45, 45))
-    return _convolve_rgb(img.astype(np.float32), k, "nearest")
+    k = motion_kernel(max(1, int(round(radius * s))), sigma * s, rng.uniform(-45, 45))
+    return convolve_rgb(img.astype(np.float32), k, "nearest")
 
 
 def _zoom(img, sev, s, rng):
@@ -337,7 +263,7 @@ def _zoom(img, sev, s, rng):
     zooms = _ZOOM[sev - 1]
     out = np.zeros_like(f)
     for z in zooms:
-        out += _clipped_zoom(f, float(z))
+        out += clipped_zoom(f, float(z))
     return np.clip((f + out) / (len(zooms) + 1), 0, 1) * 255
 
 
@@ -346,38 +272,20 @@ def _snow(img, sev, s, rng):
     f = img.astype(np.float32) / 255.0
     h, w = f.shape[:2]
     layer = rng.normal(loc=loc, scale=scale, size=(h, w, 1)).astype(np.float32)
-    layer = _clipped_zoom(layer, max(1.0, zoom * s))[..., 0]
+    layer = clipped_zoom(layer, max(1.0, zoom * s))[..., 0]
     layer[layer < thr] = 0
     layer = np.clip(layer, 0, 1)
-    k = _motion_kernel(max(1, int(round(mrad * s))), msig * s, rng.uniform(-135, -45))
+    k = motion_kernel(max(1, int(round(mrad * s))), msig * s, rng.uniform(-135, -45))
     layer = ndimage.convolve(layer, k, mode="nearest")[..., None]
     grey = (f @ _GREY_WEIGHTS)[..., None]
     f = blend * f + (1 - blend) * np.maximum(f, grey * 1.5 + 0.5)
     return np.clip(f + layer + np.rot90(layer, k=2), 0, 1) * 255
 
 
-def _frost_texture(h: int, w: int, s: float, rng: np.random.Generator) -> np.ndarray:
-    """Procedural stand-in for ImageNet-C's frost photos: H x W x 3 float in [0, 1]."""
-    m = _pow2_at_least(max(h, w))
-    haze = _plasma(m, 1.6, rng)[:h, :w]
-    length = max(3, int(round(12 * s)))
-    crystals = np.zeros((h, w))
-    for _ in range(4):
-        seeds = (rng.random((h, w)) < 0.03).astype(np.float64)
-        k = _motion_kernel(length, length, rng.uniform(0, 360))
-        k = (k > 0).astype(np.float64)
-        crystals = np.maximum(crystals, ndimage.convolve(seeds, k, mode="wrap"))
-    crystals = np.clip(crystals, 0, 1)
-    crystals = ndimage.gaussian_filter(crystals, max(0.4, 0.8 * s), mode="wrap")
-    crystals /= max(crystals.max(), 1e-12)
-    tex = np.clip(0.45 * haze + 0.65 * crystals, 0, 1)
-    return tex[..., None] * np.array([0.82, 0.91, 1.0])
-
-
 def _frost(img, sev, s, rng):
     a, b = _FROST[sev - 1]
     h, w = img.shape[:2]
-    return np.clip(a * img.astype(np.float64) + b * 255.0 * _frost_texture(h, w, s, rng), 0, 255)
+    return np.clip(a * img.astype(np.float64) + b * 255.0 * frost_texture(h, w, s, rng), 0, 255)
 
 
 def _fog(img, sev, s, rng):
@@ -385,22 +293,8 @@ def _fog(img, sev, s, rng):
     f = img.astype(np.float32) / 255.0
     h, w = f.shape[:2]
     max_val = f.max()
-    f = f + strength * _plasma(_pow2_at_least(max(h, w)), decay, rng)[:h, :w, None].astype(np.float32)
+    f = f + strength * plasma(pow2_at_least(max(h, w)), decay, rng)[:h, :w, None].astype(np.float32)
     return np.clip(f * max_val / (max_val + strength), 0, 1) * 255
-
-
-def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2 x 3 matrix mapping three (x, y) points src -> dst (cv2.getAffineTransform)."""
-    a = np.hstack([src, np.ones((3, 1))])
-    return np.linalg.solve(a, dst).T
-
-
-def _smoothed_noise_std(sigma: float) -> float:
-    """Std of U(-1, 1) white noise after a 2-D Gaussian filter (truncate 3), ignoring borders."""
-    r = int(3 * sigma + 0.5)
-    taps = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    taps /= taps.sum()
-    return float(np.sqrt(1.0 / 3.0) * (taps**2).sum())
 
 
 def _elastic(img, sev, s, rng):
@@ -412,7 +306,7 @@ def _elastic(img, sev, s, rng):
     sq = min(h, w) // 3
     pts1 = np.array([centre + sq, [centre[0] + sq, centre[1] - sq], centre - sq], dtype=np.float64)
     pts2 = pts1 + rng.uniform(-affine * s, affine * s, size=pts1.shape)
-    m = _affine_from_points(pts1, pts2)  # dst = m @ [x, y, 1]
+    m = affine_from_points(pts1, pts2)  # dst = m @ [x, y, 1]
     minv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))
     # ndimage.affine_transform works in (row, col): swap axes
     perm = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=np.float64)
@@ -423,12 +317,12 @@ def _elastic(img, sev, s, rng):
     )
     # elastic displacement: pixel std = reference's at 224 px, times s
     sig_px = max(1.0, sigma * s)
-    target = alpha * _smoothed_noise_std(sigma) * s  # reference's pixel std at 224 px, times s
+    target = alpha * smoothed_noise_std(sigma) * s  # reference's pixel std at 224 px, times s
     fields = []
     for _ in range(2):
         u = rng.uniform(-1, 1, size=(h, w))
         g = ndimage.gaussian_filter(u, sig_px, mode="reflect", truncate=3.0)
-        fields.append(g * (target / _smoothed_noise_std(sig_px)))
+        fields.append(g * (target / smoothed_noise_std(sig_px)))
     dx, dy = fields
     yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     coords = [yy + dy, xx + dx]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
