@@ -152,7 +152,8 @@ def adapt_with_engine(out: Path, weights: str | None) -> dict:
 
 
 def held_out_batch(out: Path):
-    from edgeprune.data.images import load_images, normalise
+    from edgeprune.data.images import load_images
+    from edgeprune.data.transforms import normalise
     from edgeprune.models.zoo import get_entry
 
     entry = get_entry(ADAPT_MODEL)

@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from edgeprune.distill.distiller import hardware
+from edgeprune.distill import hardware
 from edgeprune.models import zoo
 from edgeprune.models.staging import run_stages, split
 from edgeprune.models.surgery import remove_blocks

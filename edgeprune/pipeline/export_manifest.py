@@ -47,7 +47,8 @@ def export_manifest(manifest: str | Path, onnx: bool = True, tensorrt: bool = Fa
 def parity_inputs(entry: ZooEntry, res: int, batch: int, dynamic_batch: bool,
                   images: str | Path | None) -> tuple[torch.Tensor, str]:
     """(inputs, what they are): real images when a folder is given, else seeded random inputs."""
-    from ..data.images import load_images, normalise, require_images
+    from ..data.images import load_images, require_images
+    from ..data.transforms import normalise
     from ..deploy.parity import PARITY_IMAGES, fit_to_batch
 
     if images is not None:
