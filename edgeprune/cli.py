@@ -5,6 +5,7 @@ No logic lives here beyond option parsing and display: each command is one API c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import EdgepruneError, Interrupted
+from .pipeline.options import AdaptOptions, adapt_recipe
 from .progress import Reporter
 from .version import __version__
 
@@ -170,6 +172,8 @@ def profile(
 
 
 # ------------------------------------------------------------------ adapt
+_OPT = {f.name: f.default for f in dataclasses.fields(AdaptOptions)}  # the defaults live in pipeline/options.py
+_RECIPE = adapt_recipe()
 @app.command()
 def adapt(
     images: Path = typer.Option(..., "--images", "-i", help="Folder of field images (searched recursively; class sub-folders add accuracy)."),
@@ -180,33 +184,33 @@ def adapt(
     target_saving: Optional[float] = typer.Option(None, help="Remove the fewest blocks whose predicted saving reaches F (0-1)."),
     latency_budget_ms: Optional[float] = typer.Option(None, help="Remove blocks until the predicted latency is within M ms."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact folder [default: edgeprune-out/<model>-<time>]."),
-    criterion: str = typer.Option("ttmpd", help="Block-scoring criterion plug-in."),
-    prune_images: int = typer.Option(64, help="Images used to score blocks (also part of the fine-tune set)."),
-    finetune_images: int = typer.Option(1000, help="Images whose teacher features are stored as pseudo-labels."),
-    steps: int = typer.Option(500, help="Distillation SGD steps."),
-    batch: int = typer.Option(64, help="Batch size (scoring, pseudo-labels, distillation)."),
-    lr: float = typer.Option(0.02, help="Learning rate (x0.1 every 40% of the steps)."),
-    seed: int = typer.Option(0, help="Seed of the image split and the training order."),
+    criterion: str = typer.Option(_OPT["criterion"], help="Block-scoring criterion plug-in."),
+    prune_images: int = typer.Option(_OPT["prune_images"], help="Images used to score blocks (also part of the fine-tune set)."),
+    finetune_images: int = typer.Option(_OPT["finetune_images"], help="Images whose teacher features are stored as pseudo-labels."),
+    steps: int = typer.Option(_RECIPE.steps, help="Distillation SGD steps."),
+    batch: int = typer.Option(_RECIPE.batch_size, help="Batch size (scoring, pseudo-labels, distillation)."),
+    lr: float = typer.Option(_RECIPE.lr, help="Learning rate (x0.1 every 40% of the steps)."),
+    seed: int = typer.Option(_OPT["seed"], help="Seed of the image split and the training order."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder (only once the new run succeeded)."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Export ONNX with a dynamic batch axis."),
     allow_device_mismatch: bool = typer.Option(False, "--allow-device-mismatch", help="Accept a profile measured on another device (warns)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip measuring the exported models' latency."),
-    teacher_stats: str = typer.Option("source", help="source: the teacher as trained (the paper's recipe); stream: re-estimate its "
+    teacher_stats: str = typer.Option(_OPT["teacher_stats"], help="source: the teacher as trained (the paper's recipe); stream: re-estimate its "
                                       "BatchNorm statistics on the fine-tune images first, so it distils field-matched features "
                                       "(use on shifted, varied streams; see README)."),
-    student_bn: str = typer.Option("train", help="train: keep the student's BatchNorm running averages from distillation (paper); "
+    student_bn: str = typer.Option(_OPT["student_bn"], help="train: keep the student's BatchNorm running averages from distillation (paper); "
                                    "reestimate: one final pass over the fine-tune images sets them."),
     train_head: bool = typer.Option(False, "--train-head", help="Also train the classifier head (the paper keeps it frozen)."),
-    train_scope: str = typer.Option("suffix", "--train-scope", help="suffix (default): freeze the layers before the first removed "
+    train_scope: str = typer.Option(_RECIPE.train_scope, "--train-scope", help="suffix (default): freeze the layers before the first removed "
                                     "block and train the rest from their output, cached with the pseudo-labels (same accuracy, "
                                     "several times faster); all: train every layer from the pixels (the paper's recipe)."),
-    precision: str = typer.Option("auto", "--precision", help="auto (default): bf16 autocast where the CPU has native bf16 and a "
+    precision: str = typer.Option(_RECIPE.precision, "--precision", help="auto (default): bf16 autocast where the CPU has native bf16 and a "
                                   "short probe of the real training step finds it faster than fp32, else fp32; fp32; bf16 "
                                   "(falls back to fp32 without native support)."),
-    early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="Default on: hold out a slice of the fine-tune "
+    early_stop: bool = typer.Option(_RECIPE.early_stop, "--early-stop/--no-early-stop", help="Default on: hold out a slice of the fine-tune "
                                     "images (<=64), check its loss every 25 steps; on a plateau step the learning rate down "
                                     "early, and stop at a plateau of the last rate. Off: exactly --steps steps (paper)."),
-    micro_batch: int = typer.Option(32, "--micro-batch", help="Images per forward/backward in distillation; gradients "
+    micro_batch: int = typer.Option(_RECIPE.micro_batch or 0, "--micro-batch", help="Images per forward/backward in distillation; gradients "
                                     "accumulate to --batch (same loss; BatchNorm per chunk). Bounds peak memory and is faster "
                                     "on CPU (32, default); 0 = the whole batch at once (the paper)."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
@@ -214,16 +218,17 @@ def adapt(
     """Prune and distil a pretrained model on unlabeled field images; write ONNX/TensorRT artifacts and a report."""
     if "torch" not in sys.modules:  # OpenMP reads this once, when torch loads: idle threads sleep instead of spinning,
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # which keeps training fast on a shared CPU (hardware.py)
-    from .pipeline.adapt import adapt as run_adapt
+    from .pipeline.adapt import run_adapt
 
-    with RichReporter(quiet=as_json) as rep:
-        result = run_adapt(images, output, model=model, profile=profile, weights=weights, blocks=blocks,
+    recipe = adapt_recipe(steps=steps, batch_size=batch, lr=lr, freeze_head=not train_head, train_scope=train_scope,
+                          precision=precision, early_stop=early_stop, micro_batch=micro_batch or None)
+    options = AdaptOptions(images, output, model=model, profile=profile, weights=weights, blocks=blocks,
                            target_saving=target_saving, latency_budget_ms=latency_budget_ms, criterion=criterion,
-                           prune_images=prune_images, finetune_images=finetune_images, steps=steps, batch=batch, lr=lr,
-                           seed=seed, force=force, dynamic_batch=dynamic_batch, allow_device_mismatch=allow_device_mismatch,
-                           measure_latency=not no_latency, teacher_stats=teacher_stats, student_bn=student_bn,
-                           train_head=train_head, train_scope=train_scope, precision=precision, early_stop=early_stop,
-                           micro_batch=micro_batch or None, reporter=rep)
+                           prune_images=prune_images, finetune_images=finetune_images, seed=seed, force=force,
+                           dynamic_batch=dynamic_batch, allow_device_mismatch=allow_device_mismatch,
+                           measure_latency=not no_latency, teacher_stats=teacher_stats, student_bn=student_bn, recipe=recipe)
+    with RichReporter(quiet=as_json) as rep:
+        result = run_adapt(options, reporter=rep)
     if as_json:
         _emit_json(result.report)
         return

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from .hardware import dtype_of
 
 
 def matmul_throughput(precision: str = "fp32", device: str | torch.device = "cpu", n: int = 1024,
@@ -32,7 +32,7 @@ def matmul_throughput(precision: str = "fp32", device: str | torch.device = "cpu
     The best of ``trials`` short bursts (each at least ``min_seconds``): the device's speed when
     not disturbed (a loaded shared machine lowers it; the best burst is the least disturbed).
     """
-    dtype = DTYPES[precision]
+    dtype = dtype_of(precision)
     dev = torch.device(device)
     a = torch.randn(n, n, device=dev).to(dtype)
     b = torch.randn(n, n, device=dev).to(dtype)

@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 
 from ..errors import UsageError
+from ..latency.fingerprint import available_cpus, cpu_isa_flags
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BF16_MAX_SLOWDOWN = 0.0  # auto keeps bf16 only when its probe step is faster than fp32's (memory is bounded by micro-batches)
@@ -49,18 +50,13 @@ def dtype_of(precision: str) -> torch.dtype:
     return _DTYPES[precision]
 
 
+def check_precision(precision: str) -> None:
+    """UsageError unless ``precision`` is one of PRECISIONS (the CLI's option name in the message)."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 # ---------------------------------------------------------------- CPU facts
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def cpu_bf16_support() -> tuple[bool, str]:
     """(native bf16 available to PyTorch on this CPU, why)."""
     try:
@@ -71,7 +67,7 @@ def cpu_bf16_support() -> tuple[bool, str]:
         mkldnn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception:
         mkldnn_bf16 = False
-    flags = cpu_flags()
+    flags = set(cpu_isa_flags())
     native = sorted(flags & {"avx512_bf16", "amx_bf16"})
     if not torch.backends.mkldnn.is_available():
         return False, "PyTorch built without oneDNN"
@@ -80,35 +76,6 @@ def cpu_bf16_support() -> tuple[bool, str]:
     if not native:
         return False, f"no native bf16 instructions (capability {capability}; bf16 would be emulated, slower than fp32)"
     return True, f"native bf16 ({', '.join(native)}; capability {capability})"
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: affinity mask, capped by a cgroup v2/v1 CPU quota."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    if quota is not None:
-        n = max(1, min(n, int(quota + 0.5)))
-    return max(1, n)
-
-
-def _cgroup_cpu_quota() -> float | None:
-    try:
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if text and text[0] != "max":
-            return float(text[0]) / float(text[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        if q > 0 and p > 0:
-            return q / p
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def choose_threads(apply: bool = True) -> tuple[int, str]:
@@ -168,8 +135,7 @@ def plan_hardware(precision: str = "fp32", device: str | torch.device = "cpu", c
 
     An explicit ``bf16``/``fp16`` the hardware cannot do falls back to fp32 with a note.
     """
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     dev = torch.device(device).type
     plan = HardwarePlan(device=dev, requested=precision, channels_last=channels_last)
     if dev == "cpu":

@@ -73,12 +73,34 @@ def jetson_power_mode() -> str | None:
     return lines[0] if out.returncode == 0 and lines else None
 
 
-def usable_cores() -> int:
-    """Logical cores this process may run on (respects taskset/cgroup affinity where visible)."""
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask (taskset, cpusets), capped by a cgroup v2/v1 CPU
+    quota. The one CPU count: ONNX Runtime threads, the device fingerprint, distillation threads."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        n = max(1, min(n, int(quota + 0.5)))
+    return max(1, n)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text and text[0] != "max":
+            return float(text[0]) / float(text[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if q > 0 and p > 0:
+            return q / p
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _version(dist: str) -> str | None:
@@ -153,7 +175,7 @@ def device_fingerprint(device: str = "cpu") -> dict:
         "kind": "cpu",
         "cpu": _cpu_model(),
         "cpu_isa": cpu_isa_flags(),
-        "logical_cores": usable_cores(),
+        "logical_cores": available_cpus(),
         "torch_threads": torch.get_num_threads(),
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),

@@ -33,6 +33,18 @@ def order_blocks(scores: dict[str, float]) -> list[str]:
     return sorted(scores, key=lambda n: (scores[n], n))
 
 
+def check_block_count(k: int | None, n: int | None = None) -> None:
+    """UsageError unless ``k`` (--blocks) is at least 1 and, when the model's ``n`` removable blocks
+    are known, leaves at least one of them."""
+    if k is None:
+        return
+    if n is None:
+        if k <= 0:
+            raise UsageError(f"--blocks must be at least 1, got {k}")
+    elif not 1 <= k < n:
+        raise UsageError(f"--blocks must be between 1 and {n - 1} (the model has {n} removable blocks), got {k}")
+
+
 def make_plan(
     scores: dict[str, float],
     savings: dict[str, float],
@@ -49,8 +61,7 @@ def make_plan(
     if n < 2:
         raise UsageError(f"the model has {n} removable block(s); nothing can be pruned while keeping one")
     if k is not None:
-        if not 1 <= k < n:
-            raise UsageError(f"--blocks must be between 1 and {n - 1} (the model has {n} removable blocks), got {k}")
+        check_block_count(k, n)
         removed = order[:k]
         return Plan(removed, sum(savings[b] for b in removed), "blocks", float(k))
     mode = "target_saving"

@@ -50,24 +50,19 @@ class BenchConfig:
 LAYOUT = {"channels_last": True}
 # The paper's recipe: every stage trained from the pixels, fp32, the full step schedule, whole batches.
 PAPER_FIELDS = {"train_scope": "all", "precision": "fp32", "early_stop": False, "micro_batch": None, **LAYOUT}
-# edgeprune adapt's fast-path choices (used only when they cannot be read from the library).
-ADAPT_FALLBACK = {"train_scope": "suffix", "precision": "auto", "early_stop": True, "micro_batch": 32}
+# The recipe fields in which edgeprune adapt's fast path differs from the paper (values read from the library).
+ADAPT_FIELDS = ("train_scope", "precision", "early_stop", "micro_batch")
 RECIPE_FIELDS = ("train_scope", "precision", "early_stop", "micro_batch", "channels_last", "student_bn", "teacher_stats",
                  "keep_best", "local_steps", "steps", "check_every", "patience", "min_rel_improvement", "val_images")
 
 
 def adapt_defaults() -> dict:
-    """The fast-path settings ``edgeprune adapt`` runs distillation with.
+    """The fast-path settings ``edgeprune adapt`` runs distillation with, read from the library
+    (``pipeline.options.adapt_recipe``: the recipe adapt and its CLI run)."""
+    from edgeprune.pipeline.options import adapt_recipe
 
-    TODO(coordinator): DistillConfig becomes the sole owner of these defaults; read them from it
-    then. Until it lands they are read from adapt's keyword defaults (the only place they live)."""
-    import inspect
-
-    from edgeprune.pipeline import adapt as adapt_mod
-
-    params = inspect.signature(adapt_mod._adapt).parameters
-    return {k: (params[k].default if k in params and params[k].default is not inspect.Parameter.empty else v)
-            for k, v in ADAPT_FALLBACK.items()}
+    recipe = adapt_recipe()
+    return {k: getattr(recipe, k) for k in ADAPT_FIELDS}
 
 
 def _base(cfg: BenchConfig, seed: int) -> dict:

@@ -13,7 +13,7 @@ from torch import nn
 from ...deploy.onnx_export import export_onnx
 from ...deploy.ort import execution_providers, ort_session
 from ...errors import BackendUnavailable
-from ..fingerprint import usable_cores
+from ..fingerprint import available_cpus
 from .base import BACKENDS, LatencyBackend, device_kind
 
 
@@ -23,7 +23,7 @@ def default_cpu_threads() -> int:
     Fixed and recorded rather than left to onnxruntime, so two profiles of one machine are
     comparable and the profile says what it measured.
     """
-    return max(1, usable_cores())
+    return max(1, available_cpus())
 
 
 @BACKENDS.register("onnxruntime")

@@ -1,0 +1,209 @@
+"""``adapt``'s first stage: from options to a loaded model, its profile and the split images.
+
+``prepare(options)`` validates the options, resolves the model and its latency profile (the short
+form picks the one recorded for this device), refuses a non-empty output early, loads the model,
+checks the profile against it, reads and splits the images, optionally re-estimates the
+teacher's BatchNorm statistics on the stream, and plans the hardware. Every refusal happens here,
+before the expensive stages.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.discovery import summarise_skipped
+from ..data.images import ImageSet, load_images, require_images
+from ..data.split import MIN_USABLE_IMAGES, Split, split_indices
+from ..deploy.outputs import check_output_dir
+from ..distill.bn_stats import reestimate_bn_stats
+from ..distill.compute_floor import ComputeFloor
+from ..distill.hardware import HardwarePlan, peak_rss_mb, plan_hardware
+from ..errors import ModelError, ProfileError
+from ..models.blocks import Block, find_blocks
+from ..models.zoo import RANDOM, ZooEntry, canonical_name, load_model
+from ..progress import CollectingReporter, Reporter
+from ..pruning.plan import check_block_count
+from .options import DEFAULT_BLOCKS, AdaptOptions
+
+
+class PhaseClock:
+    """Seconds and peak memory (running VmHWM) at the end of each phase of one run."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self.memory: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str, since_start: bool = False):
+        t = self.started if since_start else time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - t
+        self.memory[name] = peak_rss_mb()
+
+    def total(self) -> None:
+        self.timings["total"] = time.perf_counter() - self.started
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` resolved and loaded; the later stages read it."""
+
+    options: AdaptOptions
+    reporter: CollectingReporter
+    clock: PhaseClock
+    model_name: str
+    profile_path: Path
+    profile: dict
+    output: Path
+    original: nn.Module  # the model as loaded (eval mode)
+    teacher: nn.Module  # the original, or a copy with stream BatchNorm statistics (--teacher-stats stream)
+    entry: ZooEntry
+    weights_source: str
+    resolution: int
+    blocks: list[Block]
+    images: ImageSet
+    split: Split
+    normalisation: dict  # report.json "normalisation"
+    hardware: HardwarePlan
+    floor: ComputeFloor
+    threads: int  # torch threads of scoring and pseudo-labels (distillation may probe fewer)
+    plan_blocks: int | None = None  # --blocks, or the default when no plan was given
+    finetune_idx: list[int] = field(default_factory=list)  # prune images are fine-tune images too
+    held: list[int] = field(default_factory=list)
+
+    @property
+    def example(self) -> torch.Tensor:
+        return torch.zeros(1, self.entry.in_chans, self.resolution, self.resolution)
+
+
+def default_profiles_root() -> Path:
+    return Path(os.environ.get("EDGEPRUNE_PROFILES", "profiles"))
+
+
+def resolve_profile(model: str | None, profile: str | os.PathLike | None, reporter: Reporter) -> tuple[str, Path]:
+    """The (model, profile path) to use; the short form picks this device's recorded profile."""
+    from ..latency.profiles import find_device_profiles, load_profile
+
+    if profile is not None:
+        path = Path(profile)
+        prof = load_profile(path)
+        return canonical_name(model or prof["model"]), path
+    root = default_profiles_root()
+    candidates = find_device_profiles(root)
+    if model is not None:
+        candidates = [p for p in candidates if canonical_name(load_profile(p)["model"]) == canonical_name(model)]
+    if not candidates:
+        what = f"for {model} " if model else ""
+        raise ProfileError(
+            f"no latency profile {what}recorded for this device under {root}/",
+            f"run `edgeprune profile --model {model or 'NAME'}` first, or pass --profile PATH",
+        )
+    if len(candidates) > 1:
+        listing = "; ".join(str(p) for p in candidates)
+        raise ProfileError(f"several profiles recorded for this device: {listing}", "choose one with --profile (or --model)")
+    chosen = candidates[0]
+    prof = load_profile(chosen)
+    reporter.info(f"using profile {chosen} (model {prof['model']})")
+    return canonical_name(model or prof["model"]), chosen
+
+
+def prepare(options: AdaptOptions, reporter: Reporter | None = None) -> Prepared:
+    """Validate, resolve and load everything the run needs (module docstring); refuse early."""
+    from ..latency.profiles import load_profile
+
+    rep = CollectingReporter(reporter)
+    clock = PhaseClock()
+    options.validate()
+    model_name, profile_path = resolve_profile(options.model, options.profile, rep)
+    prof = load_profile(profile_path)
+    if canonical_name(prof["model"]) != model_name:  # cheap check before loading any weights
+        raise ProfileError(f"profile {profile_path} is for model {prof['model']}, not {model_name} (field: model)",
+                           f"run `edgeprune profile --model {model_name}` or pass its --profile")
+    plan_blocks = options.plan_blocks()
+    if options.blocks is None and plan_blocks is not None:
+        rep.info(f"no plan given: removing {DEFAULT_BLOCKS} blocks (use --blocks/--target-saving/--latency-budget-ms)")
+    output = options.output
+    if output is None:
+        output = Path("edgeprune-out") / f"{model_name.replace(':', '_')}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        rep.info(f"writing to {output}")
+    output = Path(output)
+    check_output_dir(output, options.force)
+    with clock.phase("load", since_start=True):
+        rep.stage("load")
+        prep = _load(options, rep, clock, model_name, profile_path, prof, output, plan_blocks)
+    return prep
+
+
+def _load(options: AdaptOptions, rep: CollectingReporter, clock: PhaseClock, model_name: str, profile_path: Path,
+          prof: dict, output: Path, plan_blocks: int | None) -> Prepared:
+    teacher, entry, source = load_model(model_name, options.weights)
+    if source == RANDOM:
+        raise ModelError("refusing to adapt a model with random weights", "pass --weights PATH")
+    resolution = int(prof["resolution"])
+    blocks = _blocks_at(teacher, entry, resolution)
+    check_block_count(plan_blocks, len(blocks))  # before reading images and scoring
+    _check_profile(prof, model_name, blocks, resolution, options.allow_device_mismatch, rep)
+    imgs = load_images(options.images, resolution, entry.crop_pct, progress=lambda d, t: rep.progress("reading images", d, t))
+    if imgs.skipped:
+        rep.warn(f"skipped {len(imgs.skipped)} unusable file(s): {summarise_skipped(imgs.skipped)} (listed in report.json)")
+    require_images(imgs, MIN_USABLE_IMAGES)
+    parts = split_indices(len(imgs.pixels), prune=options.prune_images,
+                          finetune=max(options.finetune_images - options.prune_images, 0), seed=options.seed)
+    for w in parts.warnings:
+        rep.warn(w)
+    finetune_idx = list(parts.prune) + list(parts.finetune)
+    stream_teacher, normalisation = _teacher_statistics(teacher, entry, imgs.pixels[finetune_idx], options, rep)
+    hw = plan_hardware(options.recipe.precision, "cpu")  # threads, layout, precision (auto: probed on the real step)
+    floor = ComputeFloor("cpu")
+    floor.measure("fp32")  # start-up matmul throughput for the compute floor
+    return Prepared(options, rep, clock, model_name, profile_path, prof, output, teacher, stream_teacher, entry, source,
+                    resolution, blocks, imgs, parts, normalisation, hw, floor, torch.get_num_threads(), plan_blocks,
+                    finetune_idx, list(parts.held_out))
+
+
+def _blocks_at(model: nn.Module, entry: ZooEntry, resolution: int) -> list[Block]:
+    example = torch.zeros(1, entry.in_chans, resolution, resolution)
+    try:
+        return find_blocks(model, entry, example)
+    except RuntimeError as exc:
+        raise ProfileError(f"{entry.name} does not run at the profile's resolution {resolution} (field: resolution): "
+                           f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}",
+                           f"re-run `edgeprune profile --model {entry.name}`") from None
+
+
+def _check_profile(prof: dict, model_name: str, blocks: list[Block], resolution: int, allow_mismatch: bool,
+                   rep: Reporter) -> None:
+    from ..latency.fingerprint import device_fingerprint, device_slug
+    from ..latency.profiles import check_profile_matches
+
+    here = device_slug(device_fingerprint(prof["device"].get("kind", "cpu")))
+    for w in check_profile_matches(prof, model_name, [b.name for b in blocks], resolution, here, allow_mismatch):
+        rep.warn(w)
+    for w in prof.get("warnings", []):
+        rep.warn(f"profile: {w}")
+
+
+def _teacher_statistics(teacher: nn.Module, entry: ZooEntry, pixels: torch.Tensor, options: AdaptOptions,
+                        rep: Reporter) -> tuple[nn.Module, dict]:
+    """The teacher distillation learns from, and report.json's "normalisation" record."""
+    record = {"teacher_stats": options.teacher_stats, "student_bn": options.student_bn,
+              "freeze_head": options.recipe.freeze_head}
+    if options.teacher_stats != "stream":
+        return teacher, record
+    stream = copy.deepcopy(teacher)
+    layers = reestimate_bn_stats(stream, entry, pixels, options.recipe.batch_size)
+    record["teacher_bn_layers"] = layers
+    if layers == 0:
+        record["teacher_stats"] = "not applicable: the model has no BatchNorm running statistics"
+        rep.info("--teacher-stats stream: not applicable, the model has no BatchNorm running statistics")
+    return stream, record
