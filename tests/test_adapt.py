@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from edgeprune.errors import OutputError, ProfileError, UsageError
+from edgeprune.errors import EdgepruneError, OutputError, ProfileError, UsageError
 from edgeprune.models import zoo
 from edgeprune.models.surgery import load_manifest
 from edgeprune.pipeline.adapt import adapt
@@ -156,3 +156,38 @@ def test_measured_saving_uses_the_one_onnx_latency_measurement(setup, monkeypatc
     lat = rep["measured_latency"]
     assert lat["backend"] == "onnxruntime-cpu" and rep["measured_saving"] == pytest.approx(1 - lat["adapted_ms"] / lat["original_ms"])
     assert lat["original"]["p99_ms"] >= lat["original"]["p95_ms"] >= lat["original"]["median_ms"] > 0
+
+
+def test_options_from_adapt_keywords_and_validation():
+    from edgeprune.pipeline.options import DEFAULT_BLOCKS, AdaptOptions, adapt_recipe
+
+    opts = AdaptOptions.from_kwargs("imgs", "out", steps=7, batch=16, lr=0.5, train_head=True, micro_batch=None, seed=3)
+    assert (opts.recipe.steps, opts.recipe.batch_size, opts.recipe.lr, opts.recipe.freeze_head) == (7, 16, 0.5, False)
+    assert opts.recipe.micro_batch is None and opts.seed == 3 and opts.distill_config().seed == 3
+    assert AdaptOptions("imgs").recipe == adapt_recipe() and AdaptOptions("imgs").plan_blocks() == DEFAULT_BLOCKS
+    assert AdaptOptions("imgs", recipe=adapt_recipe(batch_size=16)).distill_config().micro_batch is None  # 32 >= 16: whole batch
+    with pytest.raises(TypeError, match="stepz"):
+        AdaptOptions.from_kwargs("imgs", stepz=3)
+    for bad, message in [(dict(steps=0), "--steps must be positive"), (dict(blocks=0), "--blocks must be at least 1"),
+                         (dict(precision="fp8"), "--precision must be one of"), (dict(criterion="ttmp"), "did you mean"),
+                         (dict(teacher_stats="x"), "--teacher-stats"), (dict(micro_batch=-1), "--micro-batch")]:
+        with pytest.raises(EdgepruneError) as info:
+            AdaptOptions.from_kwargs("imgs", **bad).validate()
+        assert message in str(info.value) + " " + str(getattr(info.value, "hint", "")), bad
+
+
+def test_stages_run_one_by_one(small):
+    """The stages a benchmark calls: prepare -> score -> distil, without publishing anything."""
+    from edgeprune.pipeline.options import AdaptOptions, adapt_recipe
+    from edgeprune.pipeline.prepare import prepare
+    from edgeprune.pipeline.stages import distil, score
+
+    opts = AdaptOptions(small["images"], model="fmnist_resnet", weights=small["weights"], profile=small["profile"], blocks=2,
+                        prune_images=8, finetune_images=16, recipe=adapt_recipe(steps=2, batch_size=8))
+    prep = prepare(opts)
+    assert prep.model_name == "fmnist_resnet" and len(prep.split.prune) == 8 and prep.held
+    scored = score(prep)
+    assert len(scored.plan.removed) == 2 and set(scored.result.scores) == {b.name for b in prep.blocks}
+    distilled = distil(prep, scored)
+    assert distilled.result.steps_done >= 1 and len(distilled.pred_after) == len(prep.held)
+    assert set(prep.clock.timings) == {"load", "scoring", "pseudo_labels", "finetune"}
