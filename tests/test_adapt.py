@@ -191,3 +191,5 @@ def test_stages_run_one_by_one(small):
     distilled = distil(prep, scored)
     assert distilled.result.steps_done >= 1 and len(distilled.pred_after) == len(prep.held)
     assert set(prep.clock.timings) == {"load", "scoring", "pseudo_labels", "finetune"}
+    again = prepare(opts, images=prep.images)  # an in-memory image set instead of the folder
+    assert again.split.prune == prep.split.prune and again.images is prep.images

@@ -27,7 +27,7 @@ from ..deploy.outputs import check_output_dir
 from ..distill.bn_stats import reestimate_bn_stats
 from ..distill.compute_floor import ComputeFloor
 from ..distill.hardware import HardwarePlan, peak_rss_mb, plan_hardware
-from ..errors import ModelError, ProfileError
+from ..errors import ModelError, ProfileError, UsageError
 from ..models.blocks import Block, find_blocks
 from ..models.zoo import RANDOM, ZooEntry, canonical_name, load_model
 from ..progress import CollectingReporter, Reporter
@@ -117,8 +117,12 @@ def resolve_profile(model: str | None, profile: str | os.PathLike | None, report
     return canonical_name(model or prof["model"]), chosen
 
 
-def prepare(options: AdaptOptions, reporter: Reporter | None = None) -> Prepared:
-    """Validate, resolve and load everything the run needs (module docstring); refuse early."""
+def prepare(options: AdaptOptions, reporter: Reporter | None = None, images: ImageSet | None = None) -> Prepared:
+    """Validate, resolve and load everything the run needs (module docstring); refuse early.
+
+    ``images``: an already decoded set (e.g. a benchmark's in-memory stream) instead of reading
+    ``options.images``; it must be at the profile's resolution.
+    """
     from ..latency.profiles import load_profile
 
     rep = CollectingReporter(reporter)
@@ -140,12 +144,12 @@ def prepare(options: AdaptOptions, reporter: Reporter | None = None) -> Prepared
     check_output_dir(output, options.force)
     with clock.phase("load", since_start=True):
         rep.stage("load")
-        prep = _load(options, rep, clock, model_name, profile_path, prof, output, plan_blocks)
+        prep = _load(options, rep, clock, model_name, profile_path, prof, output, plan_blocks, images)
     return prep
 
 
 def _load(options: AdaptOptions, rep: CollectingReporter, clock: PhaseClock, model_name: str, profile_path: Path,
-          prof: dict, output: Path, plan_blocks: int | None) -> Prepared:
+          prof: dict, output: Path, plan_blocks: int | None, imgs: ImageSet | None) -> Prepared:
     teacher, entry, source = load_model(model_name, options.weights)
     if source == RANDOM:
         raise ModelError("refusing to adapt a model with random weights", "pass --weights PATH")
@@ -153,7 +157,10 @@ def _load(options: AdaptOptions, rep: CollectingReporter, clock: PhaseClock, mod
     blocks = _blocks_at(teacher, entry, resolution)
     check_block_count(plan_blocks, len(blocks))  # before reading images and scoring
     _check_profile(prof, model_name, blocks, resolution, options.allow_device_mismatch, rep)
-    imgs = load_images(options.images, resolution, entry.crop_pct, progress=lambda d, t: rep.progress("reading images", d, t))
+    if imgs is None:
+        imgs = load_images(options.images, resolution, entry.crop_pct, progress=lambda d, t: rep.progress("reading images", d, t))
+    elif tuple(imgs.pixels.shape[-2:]) != (resolution, resolution):
+        raise UsageError(f"the images are {tuple(imgs.pixels.shape[-2:])} pixels, the profile's resolution is {resolution}")
     if imgs.skipped:
         rep.warn(f"skipped {len(imgs.skipped)} unusable file(s): {summarise_skipped(imgs.skipped)} (listed in report.json)")
     require_images(imgs, MIN_USABLE_IMAGES)
