@@ -86,3 +86,24 @@ def test_runtime_code_does_not_import_research():
                        if t.startswith("edgeprune.research") and not m.startswith("edgeprune.research")
                        and m not in RESEARCH_USERS)
     assert not offenders, offenders
+
+
+# Sub-packages a lower layer must not import (the tree is the architecture): the model catalogue
+# and the image reader know nothing of the pipeline; a scoring criterion nothing of distillation.
+FORBIDDEN = {
+    "models": {"data", "pruning", "distill", "pipeline", "research", "latency"},
+    "data": {"models", "pruning", "distill", "pipeline", "research", "latency", "deploy"},
+    "pruning": {"distill", "pipeline", "research", "latency", "deploy"},
+    "distill": {"pipeline", "research", "pruning"},
+}
+
+
+def test_lower_layers_do_not_import_higher_ones():
+    graph = import_graph()
+
+    def layer(module: str) -> str:
+        return module.split(".")[1] if module.count(".") else ""
+
+    offenders = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                       if layer(t) in FORBIDDEN.get(layer(m), set()))
+    assert not offenders, offenders
