@@ -201,3 +201,77 @@ def test_type_stubs_alone_are_not_tensorrt(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # what tensorrt-stubs installs
     ok, reason = tb.tensorrt_status()
     assert not ok and "only TensorRT's type stubs" in reason
+
+
+def fake_engine(trt, fail=()):
+    """An engine with one input and one output whose context reports failures as the real one does."""
+    trt.TensorIOMode = type("TensorIOMode", (), {"INPUT": "in", "OUTPUT": "out"})
+    for name in ("int32", "int8", "bool", "int64", "bfloat16", "uint8"):
+        setattr(trt, name, name)
+
+    class Context:
+        executed = 0
+
+        def set_input_shape(self, name, shape):
+            return "shape" not in fail
+
+        def get_tensor_shape(self, name):
+            return [1, 10]
+
+        def set_tensor_address(self, name, ptr):
+            return "address" not in fail
+
+        def execute_async_v3(self, stream):
+            Context.executed += 1
+            return "execute" not in fail
+
+    class Engine:
+        num_io_tensors = 2
+
+        def create_execution_context(self):
+            return None if "context" in fail else Context()
+
+        def get_tensor_name(self, i):
+            return ["input", "output"][i]
+
+        def get_tensor_mode(self, name):
+            return "in" if name == "input" else "out"
+
+        def get_tensor_dtype(self, name):
+            return "int4" if "dtype" in fail else trt.float32
+
+    return te.LoadedEngine(runtime=None, engine=Engine(), sidecar={}), Context
+
+
+class FakeStream:
+    cuda_stream, synced = 7, 0
+
+    def synchronize(self):
+        FakeStream.synced += 1
+
+
+def test_engine_runner_binds_buffers_and_runs(fake):
+    loaded, context = fake_engine(fake())
+    runner = te.engine_runner(loaded, (1, 3, 8, 8), device="cpu", stream=FakeStream())
+    assert runner.inputs["input"].shape == (1, 3, 8, 8) and runner.outputs["output"].shape == (1, 10)
+    runner()
+    assert context.executed == 1 and FakeStream.synced >= 1
+
+
+@pytest.mark.parametrize("failure, needle", [
+    ("context", "could not create an execution context"),
+    ("shape", r"does not accept input shape \(1, 3, 8, 8\) for input"),
+    ("address", "refused the buffer address of input"),
+    ("dtype", "tensor type int4 has no torch equivalent"),
+])
+def test_engine_runner_failures_are_backend_errors(fake, failure, needle):
+    loaded, _ = fake_engine(fake(), fail=(failure,))
+    with pytest.raises(BackendError, match=needle):
+        te.engine_runner(loaded, (1, 3, 8, 8), device="cpu", stream=FakeStream())
+
+
+def test_failed_execution_is_a_backend_error(fake):
+    loaded, _ = fake_engine(fake(), fail=("execute",))
+    runner = te.engine_runner(loaded, (1, 3, 8, 8), device="cpu", stream=FakeStream())
+    with pytest.raises(BackendError, match="execute_async_v3 returned False"):
+        runner()

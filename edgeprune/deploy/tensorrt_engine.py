@@ -123,8 +123,11 @@ class EngineRunner:
         return out
 
 
-def engine_runner(loaded: LoadedEngine, input_shape: tuple[int, ...], device: str = "cuda") -> EngineRunner:
-    """Bind CUDA buffers for ``input_shape`` (checking every TensorRT call that reports failure)."""
+def engine_runner(loaded: LoadedEngine, input_shape: tuple[int, ...], device: str = "cuda", stream: Any = None) -> EngineRunner:
+    """Bind CUDA buffers for ``input_shape`` (checking every TensorRT call that reports failure).
+
+    ``stream``: a ``torch.cuda.Stream`` to run on (default: a new one on ``device``).
+    """
     import tensorrt as trt
     import torch
 
@@ -146,7 +149,7 @@ def engine_runner(loaded: LoadedEngine, input_shape: tuple[int, ...], device: st
         (inputs if is_input[name] else outputs)[name] = buf
         if not context.set_tensor_address(name, buf.data_ptr()):
             raise BackendError(f"TensorRT refused the buffer address of {name}")
-    return EngineRunner(loaded, context, inputs, outputs, torch.cuda.Stream(device=torch.device(device)))
+    return EngineRunner(loaded, context, inputs, outputs, stream or torch.cuda.Stream(device=torch.device(device)))
 
 
 def torch_dtype(dtype: "trt.DataType") -> "torch.dtype":
