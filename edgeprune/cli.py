@@ -195,11 +195,16 @@ def adapt(
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Export ONNX with a dynamic batch axis."),
     allow_device_mismatch: bool = typer.Option(False, "--allow-device-mismatch", help="Accept a profile measured on another device (warns)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip measuring the exported models' latency."),
-    teacher_stats: str = typer.Option(_OPT["teacher_stats"], help="source: the teacher as trained (the paper's recipe); stream: re-estimate its "
-                                      "BatchNorm statistics on the fine-tune images first, so it distils field-matched features "
-                                      "(use on shifted, varied streams; see README)."),
-    student_bn: str = typer.Option(_OPT["student_bn"], help="train: keep the student's BatchNorm running averages from distillation (paper); "
-                                   "reestimate: one final pass over the fine-tune images sets them."),
+    teacher_stats: str = typer.Option(_RECIPE.teacher_stats, help="auto (default): decide from the stream whether the teacher's "
+                                      "BatchNorm statistics should move toward the stream's (a label-free score on a slice, "
+                                      "recorded in report.json); source: the teacher as trained (the paper); stream: re-estimate "
+                                      "them on the fine-tune images first."),
+    student_bn: str = typer.Option(_RECIPE.student_bn, help="frozen (default): the student's BatchNorm stays in eval mode while "
+                                   "distilling (the teacher's statistics; its scale/shift still train); train: batch statistics, "
+                                   "running averages drift to the stream (the paper); reestimate: train, then one final pass "
+                                   "over the fine-tune images sets them."),
+    local_steps: int = typer.Option(_RECIPE.local_steps, "--local-steps", help="Steps of local gap reconstruction per removed "
+                                    "block before the global distillation (0 = off, the default; README)."),
     train_head: bool = typer.Option(False, "--train-head", help="Also train the classifier head (the paper keeps it frozen)."),
     train_scope: str = typer.Option(_RECIPE.train_scope, "--train-scope", help="suffix (default): freeze the layers before the first removed "
                                     "block and train the rest from their output, cached with the pseudo-labels (same accuracy, "
@@ -221,12 +226,13 @@ def adapt(
     from .pipeline.adapt import run_adapt
 
     recipe = adapt_recipe(steps=steps, batch_size=batch, lr=lr, freeze_head=not train_head, train_scope=train_scope,
-                          precision=precision, early_stop=early_stop, micro_batch=micro_batch or None)
+                          precision=precision, early_stop=early_stop, micro_batch=micro_batch or None,
+                          teacher_stats=teacher_stats, student_bn=student_bn, local_steps=local_steps)
     options = AdaptOptions(images, output, model=model, profile=profile, weights=weights, blocks=blocks,
                            target_saving=target_saving, latency_budget_ms=latency_budget_ms, criterion=criterion,
                            prune_images=prune_images, finetune_images=finetune_images, seed=seed, force=force,
                            dynamic_batch=dynamic_batch, allow_device_mismatch=allow_device_mismatch,
-                           measure_latency=not no_latency, teacher_stats=teacher_stats, student_bn=student_bn, recipe=recipe)
+                           measure_latency=not no_latency, recipe=recipe)
     with RichReporter(quiet=as_json) as rep:
         result = run_adapt(options, reporter=rep)
     if as_json:
@@ -243,6 +249,12 @@ def render_adapt_summary(r: dict, output: Path) -> None:
     f = r["fidelity"]
     table = Table("", "original", "pruned", "pruned + distilled", title=f"{r['model']}: removed {', '.join(r['removed_blocks'])}")
     table.add_row("agreement with original (held out)", "100.0%", _pct(f["agreement_before"]), _pct(f["agreement_after"]))
+    if "after" in f:
+        b, a = f["before"], f["after"]
+        table.add_row(f"  on the original's confident images ({a['confident_images']})", "100.0%",
+                      _pct(b["confident_agreement"]), _pct(a["confident_agreement"]))
+        table.add_row("  top-5 overlap", "100.0%", _pct(b["top5_overlap"]), _pct(a["top5_overlap"]))
+        table.add_row("  KL(original || model)", "0", f"{b['kl_original_adapted']:.3f}", f"{a['kl_original_adapted']:.3f}")
     if f["accuracy_original"] is not None:
         table.add_row("accuracy (held out)", _pct(f["accuracy_original"]), _pct(f["accuracy_before"]), _pct(f["accuracy_after"]))
     lat = r.get("measured_latency") or {}

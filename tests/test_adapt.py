@@ -67,6 +67,15 @@ def test_adapt_writes_all_artifacts_and_reloads(setup):
     assert set(rep["timings"]) >= {"load", "scoring", "pseudo_labels", "finetune", "export", "total"}
     assert rep["images"]["prune"] == 8 and rep["images"]["finetune"] == 24 and rep["images"]["held_out"] == 24
     assert rep["fidelity"]["accuracy_after"] is not None  # class folders give accuracy
+    for when in ("before", "after"):  # fidelity on an unlabeled stream (pipeline/fidelity.py)
+        assert set(rep["fidelity"][when]) == {"agreement", "top5_overlap", "confident_images", "confident_agreement",
+                                              "kl_original_adapted"}
+    assert rep["fidelity"]["after"]["agreement"] == rep["fidelity"]["agreement_after"]
+    norm, dist = rep["normalisation"], rep["distillation"]
+    assert norm["teacher_stats"] == "auto" and norm["auto"]["choice"] in ("source", "blend", "stream")
+    assert len(norm["auto"]["candidates"]) == 4 and norm["teacher_stats_used"] == norm["auto"]["choice"]
+    assert dist["student_bn"] == "frozen" and dist["local"]["enabled"] is False
+    assert dist["kept"] == {}  # 24 fine-tune images: too few for a validation slice (test_distill covers keep-best)
     par = rep["onnx_parity"]  # deploy/parity.py's gate, the one `edgeprune export` applies too
     assert par["passed"] and par["top1_agreement"] >= par["min_top1"] == 0.99 and par["failures"] == []
     assert par["inputs"] == "24 held-out images" and par["n"] == 24
@@ -110,10 +119,19 @@ def test_every_criterion_runs_through_adapt(small, tmp_path, criterion):
 
 
 def test_target_saving_plan_and_refusals(setup):
-    res = _run(setup, setup["tmp"] / "t", blocks=None, target_saving=0.01)
+    from edgeprune.latency.profiles import load_profile, save_profile
+
+    # The plan reads the profile's savings; a 3-second timing on a loaded CPU can measure every
+    # block as a slowdown, so this test plans on the same profile with known savings.
+    prof = load_profile(setup["profile"])
+    for b in prof["blocks"]:
+        b["saving"], b["saving_ms"] = 0.05, 0.05 * prof["base"]["median_ms"]
+    fixed = setup["tmp"] / "profiles" / "resnet18-fixed-savings.json"
+    save_profile(prof, fixed)
+    res = _run(setup, setup["tmp"] / "t", blocks=None, target_saving=0.01, profile=fixed)
     assert res.report["plan"]["mode"] == "target_saving" and res.report["predicted_saving"] >= 0.01
     with pytest.raises(OutputError, match="not empty"):
-        _run(setup, setup["tmp"] / "t", blocks=None, target_saving=0.01)
+        _run(setup, setup["tmp"] / "t", blocks=None, target_saving=0.01, profile=fixed)
     with pytest.raises(UsageError):
         _run(setup, setup["tmp"] / "u", blocks=99)
     with pytest.raises(UsageError):

@@ -169,7 +169,7 @@ def ft_setup(resnet):
     teacher, entry, _ = resnet
     pixels = torch.randint(0, 256, (N_FT, 3, RES, RES), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     student = remove_blocks(teacher, ["layer1.1", "layer3.1"])
-    return teacher, entry, pixels, student, DistillConfig(steps=STEPS, batch_size=BATCH, lr=0.01)
+    return teacher, entry, pixels, student, DistillConfig.paper(steps=STEPS, batch_size=BATCH, lr=0.01)
 
 
 @pytest.mark.parametrize("name", ["continuous", "mir"])
@@ -237,7 +237,7 @@ def test_stored_queries_the_teacher_once_per_image(ft_setup):
 
 def test_online_nonfinite_loss_restores_last_good_weights(ft_setup):
     teacher, entry, pixels, student, _ = ft_setup
-    res = FINETUNERS.get("continuous")().run(student, teacher, entry, pixels, DistillConfig(steps=30, batch_size=BATCH, lr=1e6))
+    res = FINETUNERS.get("continuous")().run(student, teacher, entry, pixels, DistillConfig.paper(steps=30, batch_size=BATCH, lr=1e6))
     assert res.stopped_nonfinite and res.restored_step is not None and res.restored_step < 30
     assert all(torch.isfinite(p).all() for p in student.parameters())
     assert all(p.requires_grad for p in student.parameters())

@@ -55,7 +55,7 @@ def test_distillation_lowers_loss_and_freezes_head():
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
     student = remove_blocks(teacher, ["layer1.0", "layer3.1"])
     head_before = student.fc.weight.clone()
-    res = distill(student, entry, pixels, store, DistillConfig(steps=20, batch_size=8, lr=0.02))
+    res = distill(student, entry, pixels, store, DistillConfig.paper(steps=20, batch_size=8, lr=0.02))
     assert res.steps_done == 20 and not res.stopped_nonfinite
     assert sum(res.losses[-3:]) < sum(res.losses[:3])
     assert torch.equal(student.fc.weight, head_before)
@@ -66,7 +66,7 @@ def test_nonfinite_loss_restores_last_good_weights():
     teacher, entry, pixels = _setup()
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
     student = remove_blocks(teacher, ["layer1.0"])
-    res = distill(student, entry, pixels, store, DistillConfig(steps=50, batch_size=8, lr=1e6))
+    res = distill(student, entry, pixels, store, DistillConfig.paper(steps=50, batch_size=8, lr=1e6))
     assert res.stopped_nonfinite and res.restored_step is not None and res.restored_step < 50
     assert all(torch.isfinite(p).all() for p in student.parameters())
     assert all(math.isfinite(v) for v in res.losses)
@@ -78,10 +78,10 @@ def test_interleaved_distillers_match_running_alone():
 
     teacher, entry, pixels = _setup()
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
-    cfg = DistillConfig(steps=4, batch_size=8)
+    cfg = DistillConfig.paper(steps=4, batch_size=8)
     alone = distill(remove_blocks(teacher, ["layer1.0"]), entry, pixels, store, cfg).losses
     a = Distiller(remove_blocks(teacher, ["layer1.0"]), entry, pixels, store, cfg)
-    b = Distiller(remove_blocks(teacher, ["layer2.1"]), entry, pixels, store, DistillConfig(steps=4, batch_size=8, train_scope="suffix"),
+    b = Distiller(remove_blocks(teacher, ["layer2.1"]), entry, pixels, store, DistillConfig.paper(steps=4, batch_size=8, train_scope="suffix"),
                   removed=["layer2.1"])
     while a.step() | b.step():
         pass
@@ -97,9 +97,55 @@ def test_auto_precision_probe_leaves_the_student_unchanged(monkeypatch):
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
     student = remove_blocks(teacher, ["layer1.0"])
     before = {k: v.clone() for k, v in student.state_dict().items()}
-    d = Distiller(student, entry, pixels, store, DistillConfig(steps=2, batch_size=8, precision="auto"))
+    d = Distiller(student, entry, pixels, store, DistillConfig.paper(steps=2, batch_size=8, precision="auto"))
     assert d.hw.precision in ("fp32", "bf16") and set(d.hw.probe) == {"fp32", "bf16"}
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())  # BN statistics included
     assert all(p.grad is None for p in student.parameters())
     res = d.finish()
     assert res.precision == d.hw.precision and res.hardware["probe"] == d.hw.probe
+
+
+def _bn_stats(model):
+    return [(m.running_mean.clone(), m.running_var.clone()) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def test_frozen_student_batchnorm_keeps_running_statistics_and_train_mode_moves_them():
+    teacher, entry, pixels = _setup(n=96)
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
+    for mode, should_move in (("frozen", False), ("train", True)):
+        student = remove_blocks(teacher, ["layer1.0", "layer3.1"])
+        before = _bn_stats(student)
+        cfg = DistillConfig.paper(steps=3, batch_size=16, student_bn=mode)
+        distill(student, entry, pixels, store, cfg)
+        moved = any(not torch.equal(a[0], b[0]) for a, b in zip(before, _bn_stats(student)))
+        assert moved == should_move, mode
+
+
+def test_keep_best_restores_the_undistilled_weights_when_validation_only_gets_worse(monkeypatch):
+    from edgeprune.distill.distiller import Distiller
+
+    teacher, entry, pixels = _setup(n=96)
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
+    student = remove_blocks(teacher, ["layer1.0", "layer3.1"])
+    start = {k: v.clone() for k, v in student.state_dict().items()}
+    worse = iter(range(100))  # every check worse than the one before, the undistilled model first
+    monkeypatch.setattr(Distiller, "validation_loss", lambda self: float(next(worse)))
+    cfg = DistillConfig.paper(steps=6, batch_size=16, keep_best=True, check_every=2, val_images=16)
+    res = distill(student, entry, pixels, store, cfg)
+    assert res.steps_done == 6 and res.kept["step"] == 0 and res.kept["undistilled"]
+    assert all(torch.equal(v, start[k]) for k, v in student.state_dict().items())
+
+
+def test_keep_best_keeps_the_last_weights_when_they_are_best(monkeypatch):
+    from edgeprune.distill.distiller import Distiller
+
+    teacher, entry, pixels = _setup(n=96)
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
+    student = remove_blocks(teacher, ["layer1.0", "layer3.1"])
+    better = iter(range(100, 0, -1))
+    monkeypatch.setattr(Distiller, "validation_loss", lambda self: float(next(better)))
+    cfg = DistillConfig.paper(steps=5, batch_size=16, keep_best=True, check_every=2, val_images=16)
+    res = distill(student, entry, pixels, store, cfg)
+    # checks at 0 (undistilled), 2, 4 and a final one at 5: the last is the best
+    assert res.kept["step"] == 5 and not res.kept["undistilled"]
+    assert [c[0] for c in res.early_stop["checks"]] == [2, 4, 5]

@@ -83,7 +83,7 @@ def test_suffix_distillation_freezes_the_prefix_exactly(setup):
     stages, stop, t = _targets(teacher, entry, pixels)
     student = remove_blocks(teacher, REMOVED)
     before = copy.deepcopy(student.state_dict())
-    cfg = DistillConfig(steps=12, batch_size=16, train_scope="suffix")
+    cfg = DistillConfig.paper(steps=12, batch_size=16, train_scope="suffix")
     res = distill(student, entry, pixels, t.labels, cfg, prefix=t.prefix)
     t.close()
     assert res.train_scope == "suffix" and res.prefix_stage == "layer1.1" and res.steps_done == 12
@@ -104,7 +104,7 @@ def test_suffix_with_nothing_trainable_falls_back_to_all(setup):
     stop = prefix_stop(stages, ["layer4.1"])
     t = build_distill_targets(teacher, entry, pixels, stages=stages, stop=stop, batch_size=16)
     student = remove_blocks(teacher, ["layer4.1"])
-    res = distill(student, entry, pixels, t.labels, DistillConfig(steps=2, batch_size=16, train_scope="suffix"),
+    res = distill(student, entry, pixels, t.labels, DistillConfig.paper(steps=2, batch_size=16, train_scope="suffix"),
                   prefix=t.prefix, removed=["layer4.1"])
     t.close()
     assert res.train_scope == "all" and res.steps_done == 2 and any("nothing trainable" in n for n in res.notes)
@@ -117,7 +117,7 @@ def test_micro_batches_accumulate_the_same_gradient(setup):
     weights = {}
     for micro in (None, 8):
         student = remove_blocks(teacher, REMOVED)
-        d = Distiller(student, entry, pixels, store, DistillConfig(steps=1, batch_size=16, micro_batch=micro))
+        d = Distiller(student, entry, pixels, store, DistillConfig.paper(steps=1, batch_size=16, micro_batch=micro))
         d._train_mode = lambda d=d: d.student.eval()  # take BatchNorm's per-chunk statistics out of the comparison
         d._train_mode()
         d.step()
@@ -146,7 +146,7 @@ def test_micro_batches_are_ghost_batches_in_train_mode(setup):
     teacher, entry, pixels = setup
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
     student = remove_blocks(teacher, REMOVED)
-    d = Distiller(student, entry, pixels, store, DistillConfig(steps=1, batch_size=16, micro_batch=8))
+    d = Distiller(student, entry, pixels, store, DistillConfig.paper(steps=1, batch_size=16, micro_batch=8))
     reference = copy.deepcopy(student)
     first = next(iter(__import__("edgeprune.data.batches", fromlist=["x"]).batch_schedule(40, 16, 1, 0))).tolist()
     d.step()
@@ -167,7 +167,7 @@ def test_suffix_loss_matches_the_full_forward_with_an_eval_prefix(setup):
     stages, stop, t = _targets(teacher, entry, pixels)
     student = remove_blocks(teacher, REMOVED)
     reference = copy.deepcopy(student)
-    cfg = DistillConfig(steps=1, batch_size=16, train_scope="suffix")
+    cfg = DistillConfig.paper(steps=1, batch_size=16, train_scope="suffix")
     d = Distiller(student, entry, pixels, t.labels, cfg, prefix=t.prefix)
     d.step()
     first_batch = next(iter(__import__("edgeprune.data.batches", fromlist=["x"]).batch_schedule(40, 16, 1, 0)))
@@ -186,19 +186,22 @@ def test_suffix_without_a_cache_finds_the_prefix_itself(setup):
     teacher, entry, pixels = setup
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
     student = remove_blocks(teacher, REMOVED)
-    res = distill(student, entry, pixels, store, DistillConfig(steps=3, batch_size=16, train_scope="suffix"))
+    res = distill(student, entry, pixels, store, DistillConfig.paper(steps=3, batch_size=16, train_scope="suffix"))
     assert res.train_scope == "suffix" and res.prefix_stage == "layer1.1" and res.notes
     with pytest.raises(UsageError):
-        distill(student, entry, pixels, store, DistillConfig(steps=1, train_scope="middle"))
+        distill(student, entry, pixels, store, DistillConfig.paper(steps=1, train_scope="middle"))
 
 
-def test_default_config_is_the_papers_recipe_and_schedule(setup):
+def test_paper_config_is_the_papers_recipe_and_schedule(setup):
     teacher, entry, pixels = setup
-    cfg = DistillConfig()
+    cfg = DistillConfig.paper()
     assert (cfg.train_scope, cfg.precision, cfg.early_stop, cfg.steps, cfg.batch_size, cfg.lr) == ("all", "fp32", False, 500, 64, 0.02)
+    assert (cfg.student_bn, cfg.teacher_stats, cfg.keep_best, cfg.micro_batch, cfg.local_steps) == ("train", "source", False, None, 0)
+    default = DistillConfig()  # what adapt runs: the fast path and the fidelity defaults
+    assert (default.train_scope, default.student_bn, default.teacher_stats, default.keep_best) == ("suffix", "frozen", "auto", True)
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
     student = remove_blocks(teacher, REMOVED)
-    d = Distiller(student, entry, pixels, store, DistillConfig(steps=10, batch_size=16, decay_every=0.3))
+    d = Distiller(student, entry, pixels, store, DistillConfig.paper(steps=10, batch_size=16, decay_every=0.3))
     lrs = []
     while True:
         lrs.append(d.opt.param_groups[0]["lr"])
@@ -215,7 +218,7 @@ def test_early_stop_steps_the_lr_down_then_stops_on_a_plateau(setup):
     pixels = pixels.repeat(3, 1, 1, 1)  # 120 images: a validation slice of 12
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=32)
     student = remove_blocks(teacher, REMOVED)
-    cfg = DistillConfig(steps=200, batch_size=16, lr=1e-9, early_stop=True, check_every=2, patience=2)
+    cfg = DistillConfig.paper(steps=200, batch_size=16, lr=1e-9, early_stop=True, check_every=2, patience=2)
     res = distill(student, entry, pixels, store, cfg)
     es = res.early_stop
     assert es["enabled"] and es["stopped_at"] == res.steps_done < 200
@@ -225,7 +228,7 @@ def test_early_stop_steps_the_lr_down_then_stops_on_a_plateau(setup):
     # too few images: off, with the reason
     small = build_pseudo_labels(teacher, entry, pixels[:20], batch_size=16)
     res = distill(remove_blocks(teacher, REMOVED), entry, pixels[:20], small,
-                  DistillConfig(steps=2, batch_size=8, early_stop=True))
+                  DistillConfig.paper(steps=2, batch_size=8, early_stop=True))
     assert not res.early_stop["enabled"] and "too few" in res.early_stop["reason"] and res.steps_done == 2
 
 
@@ -278,7 +281,7 @@ def test_bf16_training_stays_close_to_fp32(setup):
     losses = {}
     for p in ("fp32", "bf16"):
         student = remove_blocks(teacher, REMOVED)
-        res = distill(student, entry, pixels, store, DistillConfig(steps=4, batch_size=16, precision=p))
+        res = distill(student, entry, pixels, store, DistillConfig.paper(steps=4, batch_size=16, precision=p))
         assert res.precision == p and all(math.isfinite(v) for v in res.losses)
         assert all(v.dtype == torch.float32 for v in student.state_dict().values() if v.is_floating_point())
         losses[p] = res.losses
@@ -289,7 +292,7 @@ def test_channels_last_is_undone_after_training(setup):
     teacher, entry, pixels = setup
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
     student = remove_blocks(teacher, REMOVED)
-    distill(student, entry, pixels, store, DistillConfig(steps=1, batch_size=16, channels_last=True))
+    distill(student, entry, pixels, store, DistillConfig.paper(steps=1, batch_size=16, channels_last=True))
     assert student.conv1.weight.is_contiguous()
 
 

@@ -66,7 +66,12 @@ def random_view(img: np.ndarray, rng: np.random.Generator, size: int) -> Image.I
     return view.resize((max(16, round(cw * scale)), max(16, round(ch * scale))), Image.BILINEAR)
 
 
-def make_stream(out: str | Path, n: int = 1300, seed: int = 0, size: int = 256, quality: int = 90) -> list[Path]:
+def make_stream(out: str | Path, n: int = 1300, seed: int = 0, size: int = 256, quality: int = 90,
+                mix: tuple[str, ...] = ("clean",), severity: int = 2) -> list[Path]:
+    """``mix``: conditions applied round robin (image i gets mix[i % len(mix)]): "clean" or an
+    ImageNet-C corruption name (edgeprune.research.corruptions) at ``severity``."""
+    from edgeprune.research.corruptions import corrupt
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     photos = source_photos()
@@ -75,8 +80,12 @@ def make_stream(out: str | Path, n: int = 1300, seed: int = 0, size: int = 256, 
     paths = []
     for i in range(n):
         name = names[int(rng.integers(len(names)))]
-        path = out / f"photo_{i:05d}.jpg"
-        random_view(photos[name], rng, size).save(path, quality=quality)
+        view = random_view(photos[name], rng, size)
+        cond = mix[i % len(mix)]
+        if cond != "clean":
+            view = Image.fromarray(corrupt(np.asarray(view.convert("RGB"))[None], cond, severity, seed=i)[0])
+        path = out / (f"photo_{i:05d}.jpg" if mix == ("clean",) else f"photo_{i:05d}_{cond}.jpg")
+        view.save(path, quality=quality)
         paths.append(path)
     return paths
 
@@ -87,8 +96,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=256, help="approximate shorter side of each image")
+    ap.add_argument("--mix", default="clean", help="conditions round robin, e.g. clean,fog,gaussian_noise")
+    ap.add_argument("--severity", type=int, default=2, help="severity of the corruptions in --mix (1-5)")
     a = ap.parse_args()
-    paths = make_stream(a.out, a.n, a.seed, a.size)
+    paths = make_stream(a.out, a.n, a.seed, a.size, mix=tuple(a.mix.split(",")), severity=a.severity)
     print(f"wrote {len(paths)} images from {len(source_photos())} photos to {a.out}")
 
 

@@ -22,6 +22,18 @@ def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
 
 
+def freeze_batchnorm(model: nn.Module) -> int:
+    """Put every BatchNorm with running statistics in eval mode (affine weights still train).
+
+    Distilling with frozen statistics keeps the student normalising exactly as the teacher whose
+    features it is trained toward; train mode lets its running averages drift to the stream.
+    """
+    layers = bn_layers(model)
+    for m in layers:
+        m.eval()
+    return len(layers)
+
+
 def reestimate_bn_stats(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: int = 64) -> int:
     """Replace every BatchNorm's running statistics by their exact average over ``pixels``.
 

@@ -53,6 +53,7 @@ from ..models.features import extract_features, head_parameters
 from ..models.flops import stage_flops
 from ..models.staging import Stage, run_stages, split
 from ..models.zoo import ZooEntry
+from .bn_stats import freeze_batchnorm
 from .config import TRAIN_SCOPES, DistillConfig
 from .hardware import HardwarePlan, plan_hardware, probe_precision, probe_threads, to_layout
 from .targets import FeatureStore, PrefixCache, prefix_stop
@@ -72,6 +73,7 @@ class DistillResult:
     precision: str = "fp32"
     hardware: dict = field(default_factory=dict)
     early_stop: dict = field(default_factory=dict)  # enabled, stopped_at, reason, checks, lr_events
+    kept: dict = field(default_factory=dict)  # which weights were kept: step (0 = undistilled), validation losses
     train_images: int = 0
     batch: int = 0
     trained_forward_flops: int = 0  # forward FLOPs of the trained part for one image
@@ -101,8 +103,8 @@ def trainable_parameters(student: nn.Module, entry: ZooEntry, freeze_head: bool 
 
 
 def validation_split(n: int, config: DistillConfig) -> tuple[list[int], list[int], str | None]:
-    """(train positions, validation positions, why early stop is off or None)."""
-    if not config.early_stop:
+    """(train positions, validation positions, why there is no validation slice or None)."""
+    if not (config.early_stop or config.keep_best):
         return list(range(n)), [], "disabled"
     k = min(config.val_images, n // 10)
     if k < config.min_val_images:
@@ -210,7 +212,7 @@ class Distiller:
         self.schedule = batch_schedule(len(self.train_pos), config.batch_size, config.steps, config.seed)
         self.result.train_images = len(self.train_pos)
         self.result.batch = min(config.batch_size, len(self.train_pos))
-        self.early = {"enabled": off_reason is None, "stopped_at": None, "reason": off_reason or "",
+        self.early = {"enabled": config.early_stop and off_reason is None, "stopped_at": None, "reason": off_reason or ("" if config.early_stop else "disabled"),
                       "check_every": config.check_every, "patience": config.patience,
                       "min_rel_improvement": config.min_rel_improvement, "val_images": len(self.val_pos),
                       "checks": [], "lr_events": []}
@@ -232,6 +234,11 @@ class Distiller:
         self.good = {k: v.detach().clone() for k, v in student.state_dict().items()}
         self.good_updates = 0
         self.done = False
+        # Best weights by validation loss, the undistilled student included: distillation never
+        # hands back a model worse (on the slice) than the one it started from.
+        self.best_val, self.best_step, self.best_state, self.last_checked = math.inf, 0, None, -1
+        if self.val_pos and config.keep_best:
+            self._remember(0, self.validation_loss())
         self.result.setup_seconds = time.perf_counter() - t0
         self.seconds = self.result.setup_seconds
 
@@ -240,6 +247,16 @@ class Distiller:
         self.student.train()
         for m in self.prefix_modules:
             m.eval()  # frozen prefix: running statistics, exactly the teacher's computation
+        if self.cfg.student_bn == "frozen":
+            freeze_batchnorm(self.student)
+
+    def _remember(self, step: int, val: float) -> None:
+        self.last_checked = step
+        if self.cfg.keep_best and val < self.best_val:
+            self.best_val, self.best_step = val, step
+            self.best_state = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
+            if step == 0:
+                self.result.kept["undistilled_val_loss"] = val
 
     def _inputs(self, positions) -> torch.Tensor:
         idx = torch.as_tensor(positions)
@@ -267,12 +284,16 @@ class Distiller:
         if self.suffix:
             mods = copy.deepcopy(nn.ModuleList([m for _, m in self.stages[self.start :]]))
             mods.train()
+            if self.cfg.student_bn == "frozen":
+                freeze_batchnorm(mods)
             with trial.autocast():
                 out = x
                 for m in mods:
                     out = m(out)
         else:
             model = copy.deepcopy(self.student).train()
+            if self.cfg.student_bn == "frozen":
+                freeze_batchnorm(model)
             with trial.autocast():
                 out = extract_features(model, self.entry, x)
         F.mse_loss(out.float(), y).backward()
@@ -317,6 +338,10 @@ class Distiller:
         t = time.perf_counter()
         v = self.validation_loss()
         self.early["checks"].append([step, v])
+        self._remember(step, v)
+        if not self.early["enabled"]:
+            self.result.check_seconds += time.perf_counter() - t
+            return
         improved = v < self.best * (1 - self.cfg.min_rel_improvement)
         if improved:
             self.best, self.bad = v, 0
@@ -402,7 +427,7 @@ class Distiller:
             self.next_boundary += self.step_size
             self._set_lr()
             self.decayed_at = None  # a scheduled decay of a still-improving run is not a test of lower rates
-        if self.early["enabled"] and step % self.cfg.check_every == 0 and step < self.cfg.steps:
+        if self.val_pos and step % self.cfg.check_every == 0 and step < self.cfg.steps:
             self._check(step)
         if self.progress:
             self.progress(step, self.cfg.steps, value)
@@ -411,9 +436,22 @@ class Distiller:
         self.seconds += time.perf_counter() - t
         return not self.done
 
+    def _restore_best(self) -> None:
+        if not (self.cfg.keep_best and self.val_pos and self.best_state is not None):
+            return
+        if self.last_checked != self.result.steps_done and not self.result.stopped_nonfinite:
+            final = self.validation_loss()
+            self.early["checks"].append([self.result.steps_done, final])
+            self._remember(self.result.steps_done, final)
+        self.result.kept.update({"step": self.best_step, "val_loss": self.best_val, "steps_done": self.result.steps_done,
+                                 "undistilled": self.best_step == 0})
+        if self.best_step != self.result.steps_done or self.result.stopped_nonfinite:
+            self.student.load_state_dict(self.best_state)
+
     def finish(self) -> DistillResult:
         t = time.perf_counter()
         student = self.student
+        self._restore_best()
         student.eval()
         if self.hw.channels_last:
             student.to(memory_format=torch.contiguous_format)

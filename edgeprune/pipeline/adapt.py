@@ -53,13 +53,13 @@ def adapt(images: str | os.PathLike, output: str | os.PathLike | None = None, re
         prune_images, finetune_images (prune images included), seed: the image split.
         force, dynamic_batch, allow_device_mismatch, measure_latency: as the CLI's flags.
         tensorrt: build a TensorRT engine; None = when tensorrt and CUDA are present.
-        teacher_stats: "source" (default, the paper: the teacher as trained) or "stream" (its
-            BatchNorm statistics re-estimated on the fine-tune images before scoring and
-            pseudo-labels: large gains on shifted, diverse streams; harmful on low-diversity
-            streams — README "Normalisation statistics from the stream").
-        student_bn: "train" (default, the paper: the running averages left by distillation) or
-            "reestimate" (a final pass over the fine-tune images after distillation).
-        steps, batch, lr: the distillation recipe's (``options.adapt_recipe``).
+        teacher_stats: "auto" (default: decided from the stream, distill/normalisation.py),
+            "source" (the paper: the teacher as trained) or "stream" (BatchNorm statistics
+            re-estimated on the fine-tune images before scoring and pseudo-labels).
+        student_bn: "frozen" (default: eval-mode BatchNorm while distilling), "train" (the
+            paper) or "reestimate" (train, then a final pass over the fine-tune images).
+        local_steps: local gap reconstruction steps per window before distillation (0 = off).
+        steps, batch, lr: the distillation recipe's; every default is ``DistillConfig()``'s.
         train_head: also train the classifier head (the paper keeps it frozen).
         train_scope: "suffix" (default: freeze the stages before the first removed block and train the
             rest from their cached output) or "all" (the paper: every stage from the pixels).

@@ -13,23 +13,20 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from ..distill.config import TRAIN_SCOPES, DistillConfig
+from ..distill.config import DistillConfig
 from ..errors import UsageError
 
 DEFAULT_BLOCKS = 3  # the short form's plan when no --blocks/--target-saving/--latency-budget-ms
-TEACHER_STATS = ("source", "stream")
-STUDENT_BN = ("train", "reestimate")
-# adapt's fast path on top of DistillConfig's recipe: the suffix scope over cached prefix
-# activations, bf16 where measured faster, early stop, micro-batches of 32 (README "Fast adaptation").
-FAST_PATH = {"train_scope": "suffix", "precision": "auto", "early_stop": True, "micro_batch": 32}
 # adapt's keyword -> the recipe's field
 RECIPE_KEYWORDS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "train_scope": "train_scope",
-                   "precision": "precision", "early_stop": "early_stop", "micro_batch": "micro_batch"}
+                   "precision": "precision", "early_stop": "early_stop", "micro_batch": "micro_batch",
+                   "teacher_stats": "teacher_stats", "student_bn": "student_bn", "local_steps": "local_steps"}
 
 
 def adapt_recipe(**overrides) -> DistillConfig:
-    """The distillation recipe ``edgeprune adapt`` runs unless told otherwise."""
-    return DistillConfig(**(FAST_PATH | overrides))
+    """The distillation recipe ``edgeprune adapt`` runs unless told otherwise: ``DistillConfig()``,
+    which owns every default (the paper's recipe is ``DistillConfig.paper()``)."""
+    return DistillConfig(**overrides)
 
 
 @dataclass
@@ -53,14 +50,12 @@ class AdaptOptions:
     allow_device_mismatch: bool = False
     tensorrt: bool | None = None  # None: when tensorrt and CUDA are present
     measure_latency: bool = True
-    teacher_stats: str = "source"
-    student_bn: str = "train"
-    recipe: DistillConfig = field(default_factory=adapt_recipe)
+    recipe: DistillConfig = field(default_factory=adapt_recipe)  # incl. teacher_stats, student_bn, local_steps
 
     @classmethod
     def from_kwargs(cls, images, output=None, train_head: bool = False, **kwargs) -> "AdaptOptions":
-        """From ``adapt``'s keywords: the recipe's (steps, batch, lr, train_scope, precision,
-        early_stop, micro_batch; train_head = not freeze_head) go into ``recipe``."""
+        """From ``adapt``'s keywords: the recipe's (RECIPE_KEYWORDS; train_head = not
+        freeze_head) go into ``recipe``."""
         recipe = {RECIPE_KEYWORDS[k]: kwargs.pop(k) for k in list(kwargs) if k in RECIPE_KEYWORDS}
         unknown = set(kwargs) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -87,23 +82,12 @@ class AdaptOptions:
         from ..pruning.plan import check_block_count
 
         r = self.recipe
-        for flag, value in (("--steps", r.steps), ("--batch", r.batch_size), ("--lr", r.lr)):
-            if not value > 0:
-                raise UsageError(f"{flag} must be positive, got {value}")
+        r.validate()  # steps/batch/lr, scope, BatchNorm choices, micro-batch, local steps
         if self.prune_images <= 0 or self.finetune_images <= 0:
             raise UsageError("--prune-images and --finetune-images must be positive")
         check_block_count(self.blocks)
-        _check_choice("--teacher-stats", self.teacher_stats, TEACHER_STATS)
-        _check_choice("--student-bn", self.student_bn, STUDENT_BN)
-        _check_choice("--train-scope", r.train_scope, TRAIN_SCOPES)
-        if r.micro_batch is not None and r.micro_batch <= 0:
-            raise UsageError(f"--micro-batch must be positive (or 0 for the whole batch), got {r.micro_batch}")
         check_precision(r.precision)
         CRITERIA.get(self.criterion)  # unknown criterion: "did you mean ..."
         if self.model is not None:
             get_entry(self.model)  # unknown model: "did you mean ..." before any profile lookup
 
-
-def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UsageError(f"{flag} must be {' or '.join(choices)}, got {value!r}")

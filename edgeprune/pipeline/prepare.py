@@ -25,6 +25,7 @@ from ..data.images import ImageSet, load_images, require_images
 from ..data.split import MIN_USABLE_IMAGES, Split, split_indices
 from ..deploy.outputs import check_output_dir
 from ..distill.bn_stats import reestimate_bn_stats
+from ..distill.normalisation import choose_teacher_stats
 from ..distill.compute_floor import ComputeFloor
 from ..distill.hardware import HardwarePlan, peak_rss_mb, plan_hardware
 from ..errors import ModelError, ProfileError, UsageError
@@ -203,9 +204,16 @@ def _check_profile(prof: dict, model_name: str, blocks: list[Block], resolution:
 def _teacher_statistics(teacher: nn.Module, entry: ZooEntry, pixels: torch.Tensor, options: AdaptOptions,
                         rep: Reporter) -> tuple[nn.Module, dict]:
     """The teacher distillation learns from, and report.json's "normalisation" record."""
-    record = {"teacher_stats": options.teacher_stats, "student_bn": options.student_bn,
-              "freeze_head": options.recipe.freeze_head}
-    if options.teacher_stats != "stream":
+    recipe = options.recipe
+    record = {"teacher_stats": recipe.teacher_stats, "student_bn": recipe.student_bn, "freeze_head": recipe.freeze_head}
+    if recipe.teacher_stats == "auto":
+        candidate = copy.deepcopy(teacher)
+        decision = choose_teacher_stats(candidate, entry, pixels, min(recipe.batch_size, recipe.micro_batch or recipe.batch_size))
+        record["auto"] = decision.to_dict()
+        record["teacher_stats_used"] = decision.choice
+        rep.info(f"teacher statistics: {decision.choice} ({decision.reason})")
+        return (teacher if decision.choice in ("source", "not applicable") else candidate), record
+    if recipe.teacher_stats != "stream":
         return teacher, record
     stream = copy.deepcopy(teacher)
     layers = reestimate_bn_stats(stream, entry, pixels, options.recipe.batch_size)

@@ -20,6 +20,7 @@ from ..progress import Reporter
 from ..pruning.plan import LS_FLOOR
 from ..version import __version__
 from .evaluate import accuracy, agreement
+from .fidelity import fidelity_metrics
 from .prepare import Prepared
 from .report import write_report
 from .stages import Distilled, Scored
@@ -156,6 +157,8 @@ def _fidelity(prep: Prepared, d: Distilled) -> dict:
         "accuracy_original": accuracy(d.pred_original, d.held_labels),
         "accuracy_before": accuracy(d.pred_before, d.held_labels),
         "accuracy_after": accuracy(d.pred_after, d.held_labels),
+        "before": fidelity_metrics(d.logits_original, d.logits_before),
+        "after": fidelity_metrics(d.logits_original, d.logits_after),
     }
 
 
@@ -164,7 +167,8 @@ def _distillation(prep: Prepared, d: Distilled) -> dict:
     return {"steps": dres.steps_done, "steps_requested": recipe.steps, "batch": min(recipe.batch_size, len(prep.finetune_idx)),
             "micro_batch": d.config.micro_batch, "lr": recipe.lr,
             "final_loss": dres.final_loss, "first_loss": dres.losses[0] if dres.losses else None,
-            "stopped_nonfinite": dres.stopped_nonfinite, "restored_step": dres.restored_step,
+            "stopped_nonfinite": dres.stopped_nonfinite, "restored_step": dres.restored_step, "kept": dres.kept,
+            "student_bn": d.config.student_bn, "local": d.local,
             "train_images": dres.train_images, "prefix_stage": dres.prefix_stage, "seconds": dres.seconds,
             "setup_seconds": dres.setup_seconds, "check_seconds": dres.check_seconds, "notes": dres.notes,
             "cached_prefix_mb": targets.prefix.store.nbytes / 2**20 if targets.prefix else 0.0,

@@ -15,13 +15,14 @@ from ..data.transforms import normalise
 from ..distill.bn_stats import reestimate_bn_stats
 from ..distill.config import DistillConfig
 from ..distill.distiller import DistillResult, distill
+from ..distill.local import run_local_phase
 from ..distill.hardware import release_free_memory
 from ..distill.targets import DistillTargets, build_distill_targets, suffix_stop
 from ..models.staging import Stage, split
 from ..models.surgery import remove_blocks
 from ..pruning.criteria import CRITERIA, CriterionResult, ScoringContext
 from ..pruning.plan import LS_FLOOR, Plan, floor_savings, make_plan
-from .evaluate import predict
+from .fidelity import logits
 from .prepare import Prepared
 
 
@@ -47,9 +48,22 @@ class Distilled:
     targets: DistillTargets  # closed: sizes and counts only
     stop: int  # first trained stage (suffix scope)
     held_labels: torch.Tensor | None
-    pred_original: torch.Tensor  # held-out top-1 of the original, the pruned and the distilled model
-    pred_before: torch.Tensor
-    pred_after: torch.Tensor
+    logits_original: torch.Tensor  # held-out logits of the original, the pruned and the distilled model
+    logits_before: torch.Tensor
+    logits_after: torch.Tensor
+    local: dict  # the local gap-reconstruction phase's record (distill/local.py)
+
+    @property
+    def pred_original(self) -> torch.Tensor:
+        return self.logits_original.argmax(1)
+
+    @property
+    def pred_before(self) -> torch.Tensor:
+        return self.logits_before.argmax(1)
+
+    @property
+    def pred_after(self) -> torch.Tensor:
+        return self.logits_after.argmax(1)
 
 
 def score(prep: Prepared) -> Scored:
@@ -106,9 +120,11 @@ def distil(prep: Prepared, scored: Scored) -> Distilled:
         student = remove_blocks(prep.teacher, scored.plan.removed)
         held_px, infer = prep.images.pixels[prep.held], inference_batch(prep)
         held_labels = prep.images.labels[prep.held] if prep.images.labels is not None else None
-        pred_orig, pred_before = predict(prep.original, entry, held_px, infer), predict(student, entry, held_px, infer)
+        logits_orig, logits_before = logits(prep.original, entry, held_px, infer), logits(student, entry, held_px, infer)
         cfg = opts.distill_config()
         ft_pixels = prep.images.pixels[prep.finetune_idx]
+        local = run_local_phase(scored.stages, split(student, entry.staging) if scored.stages else None, entry, ft_pixels,
+                                targets.labels, scored.plan.removed, cfg)
         try:
             dres = distill(student, entry, ft_pixels, targets.labels, cfg, prefix=targets.prefix, removed=scored.plan.removed,
                            hardware=prep.hardware, progress=lambda s, n, loss: rep.progress("distillation", s, n, loss=loss))
@@ -116,11 +132,11 @@ def distil(prep: Prepared, scored: Scored) -> Distilled:
             targets.close()
         if dres.stopped_nonfinite:
             rep.warn(f"non-finite loss: distillation stopped, weights after {dres.restored_step} updates restored")
-        if opts.student_bn == "reestimate":
+        if cfg.student_bn == "reestimate":
             reestimate_bn_stats(student, entry, ft_pixels, cfg.batch_size)
-        pred_after = predict(student, entry, held_px, infer)
+        logits_after = logits(student, entry, held_px, infer)
     release_free_memory()
-    distilled = Distilled(student, cfg, dres, targets, stop, held_labels, pred_orig, pred_before, pred_after)
+    distilled = Distilled(student, cfg, dres, targets, stop, held_labels, logits_orig, logits_before, logits_after, local)
     _account_compute(prep, scored, distilled)
     return distilled
 
