@@ -39,7 +39,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -49,90 +48,16 @@ from torch import nn
 from ..data.batches import batch_schedule
 from ..data.transforms import normalise
 from ..errors import UsageError
-from ..models.features import extract_features, head_parameters
+from ..models.features import extract_features
 from ..models.flops import stage_flops
-from ..models.staging import Stage, run_stages, split
+from ..models.staging import run_stages
 from ..models.zoo import ZooEntry
 from .bn_stats import freeze_batchnorm
+from .result import DistillResult
+from .scope import resolve_suffix, trainable_parameters, validation_split
 from .config import TRAIN_SCOPES, DistillConfig
 from .hardware import HardwarePlan, plan_hardware, probe_precision, probe_threads, to_layout
-from .targets import FeatureStore, PrefixCache, prefix_stop
-
-
-@dataclass
-class DistillResult:
-    steps_done: int
-    losses: list[float] = field(default_factory=list)
-    stopped_nonfinite: bool = False
-    restored_step: int | None = None  # updates applied to the restored weights
-    seconds: float = 0.0
-    # --- fast path records
-    train_scope: str = "all"
-    prefix_stop: int = 0  # first trained stage (0 = the whole network)
-    prefix_stage: str = ""
-    precision: str = "fp32"
-    hardware: dict = field(default_factory=dict)
-    early_stop: dict = field(default_factory=dict)  # enabled, stopped_at, reason, checks, lr_events
-    kept: dict = field(default_factory=dict)  # which weights were kept: step (0 = undistilled), validation losses
-    train_images: int = 0
-    batch: int = 0
-    trained_forward_flops: int = 0  # forward FLOPs of the trained part for one image
-    setup_seconds: float = 0.0  # precision probe and (when not given) prefix cache, inside `seconds`
-    check_seconds: float = 0.0  # validation checks, inside `seconds`
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def final_loss(self) -> float:
-        return self.losses[-1] if self.losses else float("nan")
-
-    def floor_flops(self) -> int:
-        """Training FLOPs actually required: steps x batch x (forward + backward ~ 2x forward)."""
-        return 3 * self.steps_done * self.batch * self.trained_forward_flops
-
-
-def trainable_parameters(student: nn.Module, entry: ZooEntry, freeze_head: bool = True,
-                         frozen: set[int] | None = None) -> list[nn.Parameter]:
-    head = head_parameters(student, entry) if freeze_head else set()
-    frozen = (frozen or set()) | head
-    params = []
-    for p in student.parameters():
-        p.requires_grad_(id(p) not in frozen)
-        if id(p) not in frozen:
-            params.append(p)
-    return params
-
-
-def validation_split(n: int, config: DistillConfig) -> tuple[list[int], list[int], str | None]:
-    """(train positions, validation positions, why there is no validation slice or None)."""
-    if not (config.early_stop or config.keep_best):
-        return list(range(n)), [], "disabled"
-    k = min(config.val_images, n // 10)
-    if k < config.min_val_images:
-        return list(range(n)), [], f"too few fine-tune images ({n}) for a validation slice of {config.min_val_images}"
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 7919)).tolist()
-    return sorted(perm[k:]), sorted(perm[:k]), None
-
-
-def _identity_stop(stages: list[Stage]) -> int | None:
-    idx = [i for i, (_, m) in enumerate(stages) if isinstance(m, nn.Identity)]
-    return min(idx) if idx else None
-
-
-def build_prefix_cache(stages: list[Stage], stop: int, entry: ZooEntry, pixels: torch.Tensor, batch_size: int = 64,
-                       channels_last: bool = True) -> PrefixCache:
-    """The prefix output for every image from the student's own (frozen) prefix: one batched pass.
-
-    Used only when the caller did not build it together with the pseudo-labels.
-    """
-    store = None
-    with torch.no_grad():
-        for start in range(0, pixels.shape[0], batch_size):
-            x = to_layout(normalise(pixels[start : start + batch_size], entry.mean, entry.std), channels_last)
-            h = run_stages(stages, x, 0, stop)
-            if store is None:
-                store = FeatureStore(pixels.shape[0], tuple(h.shape[1:]))
-            store.put(list(range(start, start + x.shape[0])), h)
-    return PrefixCache(store, stop, stages[stop][0])
+from .targets import FeatureStore, PrefixCache
 
 
 class Distiller:
@@ -151,85 +76,14 @@ class Distiller:
         self.student, self.entry, self.pixels, self.labels, self.cfg = student, entry, pixels, labels, config
         self.progress = progress
         self.result = DistillResult(0)
-        notes = self.result.notes
         torch.manual_seed(config.seed)
-
-        # -- scope: which stages run and train
-        self.stages: list[Stage] | None = None
-        self.start = 0
-        self.prefix = prefix
-        if config.train_scope == "suffix":
-            self.stages = split(student, entry.staging)
-            if self.stages is None:
-                notes.append("no stage split for this model: suffix scope unavailable, training all stages")
-            else:
-                if prefix is not None:
-                    self.start = prefix.stop
-                elif removed:
-                    self.start = prefix_stop(self.stages, removed)
-                else:
-                    self.start = _identity_stop(self.stages) or 0
-                if self.start > 0 and prefix is None:
-                    self.prefix = build_prefix_cache(self.stages, self.start, entry, pixels, config.batch_size,
-                                                     config.channels_last)
-                    notes.append("prefix cache built inside distill (pass it from build_distill_targets to share the teacher pass)")
-        self.suffix = self.stages is not None and self.start > 0
-        self.result.train_scope = "suffix" if self.suffix else "all"
-        if config.train_scope == "suffix" and not self.suffix and self.stages is not None:
-            notes.append("the first removed block is the first stage: suffix = whole network")
-        self.result.prefix_stop = self.start
-        self.result.prefix_stage = self.stages[self.start][0] if self.suffix else ""
-
-        # -- hardware: device, layout, precision
-        self.hw = hardware or plan_hardware(config.precision, config.device, config.channels_last)
-        self.device = torch.device(self.hw.device if self.hw.device != "cuda" or torch.cuda.is_available() else "cpu")
-        self.home = next(student.parameters()).device
-        student.to(self.device)
-        if self.hw.channels_last:
-            student.to(memory_format=torch.channels_last)
-
-        # -- parameters, optimiser, schedule
-        frozen: set[int] = set()
-        self.prefix_modules: list[nn.Module] = []
-        if self.suffix:
-            self.prefix_modules = [m for _, m in self.stages[: self.start]]
-            trained = {id(p) for _, m in self.stages[self.start :] for p in m.parameters()}
-            frozen = {id(p) for p in student.parameters() if id(p) not in trained}
-        self.params = trainable_parameters(student, entry, config.freeze_head, frozen)
-        if self.suffix and not self.params:  # e.g. the last block removed: nothing after it but the frozen head
-            notes.append(f"nothing trainable after {self.result.prefix_stage}: suffix scope unavailable, training all stages")
-            self.suffix, self.start, self.prefix, self.prefix_modules = False, 0, None, []
-            self.result.train_scope, self.result.prefix_stop, self.result.prefix_stage = "all", 0, ""
-            self.params = trainable_parameters(student, entry, config.freeze_head)
-        self.opt = torch.optim.SGD(self.params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-        self.step_size = max(1, int(round(config.decay_every * config.steps)))
-        self.last_phase = (config.steps - 1) // self.step_size  # the paper's schedule reaches this many decays
-        self.phase, self.next_boundary = 0, self.step_size
-        self.scaler = self.hw.grad_scaler_obj() if self.device.type == "cuda" else None
-
-        # -- data: train / validation positions
-        self.train_pos, self.val_pos, off_reason = validation_split(len(labels), config)
-        self.schedule = batch_schedule(len(self.train_pos), config.batch_size, config.steps, config.seed)
-        self.result.train_images = len(self.train_pos)
-        self.result.batch = min(config.batch_size, len(self.train_pos))
-        self.early = {"enabled": config.early_stop and off_reason is None, "stopped_at": None, "reason": off_reason or ("" if config.early_stop else "disabled"),
-                      "check_every": config.check_every, "patience": config.patience,
-                      "min_rel_improvement": config.min_rel_improvement, "val_images": len(self.val_pos),
-                      "checks": [], "lr_events": []}
-        self.best, self.bad = math.inf, 0
-        self.decayed_at: int | None = None  # step of the last learning-rate decay not yet judged by a check
-
+        self.stages, self.start, self.prefix = resolve_suffix(student, entry, pixels, config, prefix, removed,
+                                                              self.result.notes)
+        self._setup_hardware(hardware)
+        self._setup_parameters()
+        self._setup_data()
         self._train_mode()
-        first = self.train_pos[:self.result.batch]
-        # Probes time one micro-batch (else half a batch): a full fp32 trial step would otherwise set
-        # the run's memory peak (measured: +2.3 GB at batch 64 from 56x56 on); the ratio is what counts.
-        half = first[: self.cfg.micro_batch or max(2, len(first) // 2)]
-        probe_threads(self.hw, lambda trial: self._probe_step(trial, half))
-        if self.hw.precision == "auto":
-            probe_precision(self.hw, lambda trial: self._probe_step(trial, half))
-        self.result.precision = self.hw.precision
-        self.result.hardware = self.hw.to_dict()
-        self.result.trained_forward_flops = self._trained_flops(first[:1])
+        self._probe()
         # Weights that last gave a finite loss, refreshed in place each step (no reallocation).
         self.good = {k: v.detach().clone() for k, v in student.state_dict().items()}
         self.good_updates = 0
@@ -241,6 +95,76 @@ class Distiller:
             self._remember(0, self.validation_loss())
         self.result.setup_seconds = time.perf_counter() - t0
         self.seconds = self.result.setup_seconds
+
+    # ------------------------------------------------------------ setup
+    def _set_scope(self, suffix: bool) -> None:
+        self.suffix = suffix
+        if not suffix:
+            self.start, self.prefix = 0, None
+        self.result.train_scope = "suffix" if suffix else "all"
+        self.result.prefix_stop = self.start
+        self.result.prefix_stage = self.stages[self.start][0] if suffix else ""
+
+    def _setup_hardware(self, hardware: HardwarePlan | None) -> None:
+        """Device, layout, precision."""
+        cfg, student = self.cfg, self.student
+        self.hw = hardware or plan_hardware(cfg.precision, cfg.device, cfg.channels_last)
+        self.device = torch.device(self.hw.device if self.hw.device != "cuda" or torch.cuda.is_available() else "cpu")
+        self.home = next(student.parameters()).device
+        student.to(self.device)
+        if self.hw.channels_last:
+            student.to(memory_format=torch.channels_last)
+
+    def _setup_parameters(self) -> None:
+        """What trains (the suffix's weights but the head), the optimiser and the paper's step schedule."""
+        cfg, student = self.cfg, self.student
+        self._set_scope(self.stages is not None and self.start > 0)
+        frozen: set[int] = set()
+        self.prefix_modules: list[nn.Module] = []
+        if self.suffix:
+            self.prefix_modules = [m for _, m in self.stages[: self.start]]
+            trained = {id(p) for _, m in self.stages[self.start :] for p in m.parameters()}
+            frozen = {id(p) for p in student.parameters() if id(p) not in trained}
+        self.params = trainable_parameters(student, self.entry, cfg.freeze_head, frozen)
+        if self.suffix and not self.params:  # e.g. the last block removed: nothing after it but the frozen head
+            self.result.notes.append(f"nothing trainable after {self.result.prefix_stage}: suffix scope unavailable, "
+                                     "training all stages")
+            self.prefix_modules = []
+            self._set_scope(False)
+            self.params = trainable_parameters(student, self.entry, cfg.freeze_head)
+        self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.step_size = max(1, int(round(cfg.decay_every * cfg.steps)))
+        self.last_phase = (cfg.steps - 1) // self.step_size  # the paper's schedule reaches this many decays
+        self.phase, self.next_boundary = 0, self.step_size
+        self.scaler = self.hw.grad_scaler_obj() if self.device.type == "cuda" else None
+
+    def _setup_data(self) -> None:
+        """Train / validation positions, the batch order, the early-stop record."""
+        cfg = self.cfg
+        self.train_pos, self.val_pos, off_reason = validation_split(len(self.labels), cfg)
+        self.schedule = batch_schedule(len(self.train_pos), cfg.batch_size, cfg.steps, cfg.seed)
+        self.result.train_images = len(self.train_pos)
+        self.result.batch = min(cfg.batch_size, len(self.train_pos))
+        self.early = {"enabled": cfg.early_stop and off_reason is None, "stopped_at": None,
+                      "reason": off_reason or ("" if cfg.early_stop else "disabled"),
+                      "check_every": cfg.check_every, "patience": cfg.patience,
+                      "min_rel_improvement": cfg.min_rel_improvement, "val_images": len(self.val_pos),
+                      "checks": [], "lr_events": []}
+        self.best, self.bad = math.inf, 0
+        self.decayed_at: int | None = None  # step of the last learning-rate decay not yet judged by a check
+
+    def _probe(self) -> None:
+        """Thread count and precision timed on the real step; FLOPs of the trained part."""
+        first = self.train_pos[: self.result.batch]
+        # Probes time one micro-batch (else half a batch): a full fp32 trial step would otherwise set
+        # the run's memory peak (docs/benchmarks/design_measurements.md); the ratio is what counts.
+        half = first[: self.cfg.micro_batch or max(2, len(first) // 2)]
+        probe_threads(self.hw, lambda trial: self._probe_step(trial, half))
+        if self.hw.precision == "auto":
+            probe_precision(self.hw, lambda trial: self._probe_step(trial, half))
+        self.result.precision = self.hw.precision
+        self.result.hardware = self.hw.to_dict()
+        self.result.trained_forward_flops = self._trained_flops(first[:1])
 
     # ------------------------------------------------------------ pieces
     def _train_mode(self) -> None:

@@ -14,7 +14,8 @@ from torch import nn
 from ..data.transforms import normalise
 from ..distill.bn_stats import reestimate_bn_stats
 from ..distill.config import DistillConfig
-from ..distill.distiller import DistillResult, distill
+from ..distill.distiller import distill
+from ..distill.result import DistillResult
 from ..distill.local import run_local_phase
 from ..distill.hardware import release_free_memory
 from ..distill.targets import DistillTargets, build_distill_targets, suffix_stop

@@ -53,7 +53,10 @@ from torch import nn
 
 from ..data.batches import batch_schedule
 from ..data.transforms import normalise
-from ..distill.distiller import DistillConfig, DistillResult, distill, trainable_parameters
+from ..distill.config import DistillConfig
+from ..distill.distiller import distill
+from ..distill.result import DistillResult
+from ..distill.scope import trainable_parameters
 from ..distill.hardware import to_layout
 from ..distill.targets import build_pseudo_labels
 from ..models.features import extract_features
