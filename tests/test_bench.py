@@ -199,3 +199,19 @@ def test_recipe_teacher_follows_teacher_stats():
     assert recipe_teacher(source, (stream, 1.5), None, None, SimpleNamespace(teacher_stats="source"), 8) == (source, 0.0, "source")
     assert recipe_teacher(source, (stream, 1.5), None, None, SimpleNamespace(teacher_stats="stream"), 8) == (stream, 1.5, "stream")
     assert recipe_teacher(source, None, None, None, SimpleNamespace(), 8)[2] == "source"  # a recipe without the field
+
+
+def test_baselines_get_the_papers_recipe():
+    """The baselines' recipe is method.md's whatever DistillConfig's defaults become (adapt's fast path
+    must not leak into them); edgeprune's rows get adapt's recipe."""
+    paper = config.recipe_summary(config.paper_recipe(config.BenchConfig(), 0))
+    expected = {"train_scope": "all", "precision": "fp32", "early_stop": False, "micro_batch": None,
+                "student_bn": "train", "teacher_stats": "source", "keep_best": False, "local_steps": 0}
+    assert {k: paper[k] for k in expected if k in paper} == {k: v for k, v in expected.items() if k in paper}, \
+        "paper_recipe must be method.md's recipe (DistillConfig.paper() where it exists)"
+    mine = config.recipe_summary(config.edgeprune_recipe(config.BenchConfig(), 0))
+    from edgeprune.pipeline.options import adapt_recipe
+
+    adapt = config.recipe_summary(adapt_recipe())
+    assert {k: v for k, v in mine.items() if k not in ("steps", "micro_batch")} == \
+        {k: v for k, v in adapt.items() if k not in ("steps", "micro_batch")}
