@@ -51,7 +51,7 @@ def test_tiny_benchmark(tmp_path):
         assert m in methods, m
     assert {r["model"] for r in rows} == {"fmnist_resnet", "fmnist_mobilenetv2"}
     # TT-MPD is fine-tuned as edgeprune adapt runs it; the baselines with the paper's recipe
-    defaults = config.adapt_defaults()
+    defaults = config.recipe_summary(config.edgeprune_recipe(cfg, 0))
     for r in rows:
         if r["method"] in ("TT-MPD", "ratio+stored", "TT-MPD+stream_bn"):
             assert r["train_scope"] == defaults["train_scope"], r

@@ -3,6 +3,7 @@ distillation variants stepped round-robin, then held-out agreement / accuracy pe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -26,17 +27,23 @@ from edgeprune.models.zoo import load_model
 from edgeprune.pipeline.evaluate import accuracy, agreement, predict
 
 from .adapt_probes import log
-from .config import LAYOUT, PAPER_FIELDS, adapt_defaults
+
+
+def _fields(recipe: DistillConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("steps", "batch_size", "seed")}
 
 
 def variants() -> dict[str, dict]:
-    """The compared recipes: the paper's (NCHW as the code once ran it, and channels_last), suffix
-    scope alone / with bf16 / with micro-batches, and ``fast`` = adapt's defaults."""
-    fast = {**LAYOUT, **adapt_defaults()}
-    suffix = {**PAPER_FIELDS, "train_scope": "suffix"}
-    return {"plain": {**PAPER_FIELDS, "channels_last": False}, "paper_cl": dict(PAPER_FIELDS),
-            "suffix_fp32": suffix, "suffix_bf16": {**suffix, "precision": "bf16"},
-            "suffix_micro": {**suffix, "micro_batch": fast["micro_batch"]}, "fast": fast}
+    """The compared recipes (DistillConfig fields): the paper's (NCHW as the code once ran it, and
+    channels_last), suffix scope alone / with bf16 / with micro-batches, and ``fast`` = adapt's."""
+    from edgeprune.pipeline.options import adapt_recipe
+
+    # the study distils from the source teacher: choosing teacher statistics is adapt's prepare step
+    paper, fast = _fields(DistillConfig.paper()), {**_fields(adapt_recipe()), "teacher_stats": "source"}
+    suffix = {**paper, "train_scope": "suffix"}
+    return {"plain": {**paper, "channels_last": False}, "paper_cl": paper, "suffix_fp32": suffix,
+            "suffix_bf16": {**suffix, "precision": "bf16"}, "suffix_micro": {**suffix, "micro_batch": fast["micro_batch"]},
+            "fast": fast}
 
 
 PAPER_RECIPE = ("plain", "paper_cl")  # the paper's recipe in the default / channels_last layout (same math)

@@ -45,26 +45,12 @@ class BenchConfig:
 
 
 # ------------------------------------------------------------------------------- recipes
-# Every method trains in the same memory layout (channels_last: same math, 1.15-1.39x faster on CPU,
-# docs/benchmarks/adapt_speed.json), so the layout is not one of the differences between methods.
-LAYOUT = {"channels_last": True}
-# The paper's recipe: every stage trained from the pixels, fp32, the full step schedule, whole batches.
-# TODO(coordinator's DistillConfig change, not on main at 11:30): use DistillConfig.paper() here and
-# DistillConfig() for edgeprune's recipe once DistillConfig is the sole owner of both.
-PAPER_FIELDS = {"train_scope": "all", "precision": "fp32", "early_stop": False, "micro_batch": None, **LAYOUT}
-# The recipe fields in which edgeprune adapt's fast path differs from the paper (values read from the library).
-ADAPT_FIELDS = ("train_scope", "precision", "early_stop", "micro_batch")
+# Both recipes come from DistillConfig, the one owner of the defaults: DistillConfig.paper() is
+# method.md's recipe (the baselines'), adapt_recipe() = DistillConfig() is what `edgeprune adapt` runs.
+# Both train in channels_last (same math, 1.15-1.39x faster on CPU, docs/benchmarks/adapt_speed.json),
+# so the layout is not one of the differences between methods.
 RECIPE_FIELDS = ("train_scope", "precision", "early_stop", "micro_batch", "channels_last", "student_bn", "teacher_stats",
                  "keep_best", "local_steps", "steps", "check_every", "patience", "min_rel_improvement", "val_images")
-
-
-def adapt_defaults() -> dict:
-    """The fast-path settings ``edgeprune adapt`` runs distillation with, read from the library
-    (``pipeline.options.adapt_recipe``: the recipe adapt and its CLI run)."""
-    from edgeprune.pipeline.options import adapt_recipe
-
-    recipe = adapt_recipe()
-    return {k: getattr(recipe, k) for k in ADAPT_FIELDS}
 
 
 def _base(cfg: BenchConfig, seed: int) -> dict:
@@ -73,15 +59,17 @@ def _base(cfg: BenchConfig, seed: int) -> dict:
 
 def paper_recipe(cfg: BenchConfig, seed: int) -> DistillConfig:
     """The baselines' fine-tuning (and ttmpd+stored_paper's): the paper's recipe at this run's budget."""
-    return DistillConfig(**_base(cfg, seed), **PAPER_FIELDS)
+    return DistillConfig.paper(**_base(cfg, seed))
 
 
 def edgeprune_recipe(cfg: BenchConfig, seed: int) -> DistillConfig:
     """TT-MPD's fine-tuning as ``edgeprune adapt`` runs it, at the same step budget, batch and lr."""
-    defaults = adapt_defaults()
-    micro = defaults.get("micro_batch")
-    defaults["micro_batch"] = micro if micro and micro < cfg.batch else None  # adapt: only below the batch
-    return DistillConfig(**_base(cfg, seed), **{**LAYOUT, **defaults})
+    from edgeprune.pipeline.options import adapt_recipe
+
+    recipe = adapt_recipe(**_base(cfg, seed))
+    if recipe.micro_batch and recipe.micro_batch >= cfg.batch:  # adapt: micro-batches only below the batch
+        recipe = dataclasses.replace(recipe, micro_batch=None)
+    return recipe
 
 
 def recipe_summary(recipe: DistillConfig) -> dict:

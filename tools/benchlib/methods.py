@@ -98,6 +98,10 @@ def ttmpd_finetune(student, teacher, entry, pixels, removed, reuse, recipe) -> F
         hw = plan_hardware(recipe.precision, "cpu", recipe.channels_last)
         res = distill(student, entry, pixels, targets.labels, recipe, prefix=targets.prefix, removed=list(removed),
                       hardware=hw)
+        if getattr(recipe, "student_bn", None) == "reestimate":  # as adapt's distil stage does
+            from edgeprune.distill.bn_stats import reestimate_bn_stats
+
+            reestimate_bn_stats(student, entry, pixels, recipe.batch_size)
         train_s = time.perf_counter() - t1
     finally:
         targets.close()
