@@ -199,9 +199,10 @@ def adapt(
                                       "BatchNorm statistics should move toward the stream's (a label-free score on a slice, "
                                       "recorded in report.json); source: the teacher as trained (the paper); stream: re-estimate "
                                       "them on the fine-tune images first."),
-    student_bn: str = typer.Option(_RECIPE.student_bn, help="frozen (default): the student's BatchNorm stays in eval mode while "
-                                   "distilling (the teacher's statistics; its scale/shift still train); train: batch statistics, "
-                                   "running averages drift to the stream (the paper); reestimate: train, then one final pass "
+    student_bn: str = typer.Option(_RECIPE.student_bn, help="train (default, the paper): batch statistics while distilling, "
+                                   "running averages drift to the stream; frozen: the student's BatchNorm stays in eval mode "
+                                   "(the teacher's statistics; scale/shift still train) - far better on pretrained ImageNet "
+                                   "models (README), but it diverged on a small ResNet; reestimate: train, then one final pass "
                                    "over the fine-tune images sets them."),
     local_steps: int = typer.Option(_RECIPE.local_steps, "--local-steps", help="Steps of local gap reconstruction per removed "
                                     "block before the global distillation (0 = off, the default; README)."),

@@ -42,7 +42,9 @@ class DistillConfig:
     # Student BatchNorm while distilling: "frozen" = eval mode (running statistics stay the
     # teacher's, affine weights train); "train" = the paper (batch statistics, running averages
     # drift to the stream); "reestimate" = "train", then statistics re-estimated on the stream.
-    student_bn: str = "frozen"
+    # "train" stays the default: frozen wins on efficientnet_lite0 but diverged at lr 0.02 on a
+    # Fashion-MNIST ResNet (docs/benchmarks/fidelity.md, section 3).
+    student_bn: str = "train"
     # Teacher BatchNorm statistics: "source" (as trained), "stream" (re-estimated on the fine-tune
     # images) or "auto" (decided from the stream, normalisation.py).
     teacher_stats: str = "auto"
