@@ -40,7 +40,7 @@ def _net():
 
 
 def _accuracy(model, pixels, labels):
-    return float((normalisation._logits(model, ENTRY, pixels, 128).argmax(1) == labels).float().mean())
+    return float((normalisation.logits(model, ENTRY, pixels, 128).argmax(1) == labels).float().mean())
 
 
 @pytest.fixture(scope="module")

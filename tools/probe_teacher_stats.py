@@ -31,8 +31,8 @@ def run(model_name, streams, labs):
         out = []
         for w in N.PRIOR_WEIGHTS:
             N._load(m, N.blend(src, st, w, 256))
-            lg = N._logits(m, e, chk, 64); hc, hm = im(lg)
-            acc = float((N._logits(m, e, p[256:], 64).argmax(1) == l[256:]).float().mean()) if l is not None else float("nan")
+            lg = N.logits(m, e, chk, 64); hc, hm = im(lg)
+            acc = float((N.logits(m, e, p[256:], 64).argmax(1) == l[256:]).float().mean()) if l is not None else float("nan")
             out.append(f"N={w:g}: Hc {hc:.2f} Hm {hm:.2f} IM {hm-hc:.2f} acc {acc:.3f}")
         print(name, " | ".join(out), flush=True)
 if sys.argv[1] == "fm":

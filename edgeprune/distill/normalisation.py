@@ -82,11 +82,17 @@ def blend(source, stream, prior_weight: float, n: int):
     return out
 
 
-def _logits(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch: int) -> torch.Tensor:
+def logits(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Float logits of ``model`` (eval mode, no grad) for uint8 images N x 3 x R x R, in batches.
+
+    The one batched inference helper: the pipeline's fidelity and predictions use it too.
+    """
     model.eval()
+    out = []
     with torch.no_grad():
-        return torch.cat([model(normalise(pixels[i : i + batch], entry.mean, entry.std)).float()
-                          for i in range(0, pixels.shape[0], batch)])
+        for i in range(0, pixels.shape[0], batch_size):
+            out.append(model(normalise(pixels[i : i + batch_size], entry.mean, entry.std)).float())
+    return torch.cat(out) if out else torch.empty(0, 0)
 
 
 def information_score(logits: torch.Tensor) -> dict:
@@ -112,17 +118,17 @@ def choose_teacher_stats(model: nn.Module, entry: ZooEntry, stream: torch.Tensor
     rest = order[STREAM_IMAGES : STREAM_IMAGES + CHECK_IMAGES]
     check = stream[rest] if len(rest) >= CHECK_IMAGES // 2 else stream[order[:CHECK_IMAGES]]
     source = _snapshot(model)
-    original = _logits(model, entry, check, batch).argmax(1)
+    original = logits(model, entry, check, batch).argmax(1)
     reestimate_bn_stats(model, entry, fit, batch)
     fitted = _snapshot(model)
     rows = []
     for weight in PRIOR_WEIGHTS:
         _load(model, blend(source, fitted, weight, fit.shape[0]))
-        logits = _logits(model, entry, check, batch)
-        row = information_score(logits) | {"prior_weight": None if math.isinf(weight) else weight,
-                                            "agreement_with_source": float((logits.argmax(1) == original).float().mean())}
+        scores = logits(model, entry, check, batch)
+        row = information_score(scores) | {"prior_weight": None if math.isinf(weight) else weight,
+                                            "agreement_with_source": float((scores.argmax(1) == original).float().mean())}
         rows.append((weight, row))
-    margin = IM_MARGIN * math.log(max(2, logits.shape[1]))
+    margin = IM_MARGIN * math.log(max(2, scores.shape[1]))
     base = rows[0][1]["im"]
     weight, best = max(rows[1:], key=lambda r: r[1]["im"])
     if best["im"] >= base + margin:

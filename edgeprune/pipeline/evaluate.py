@@ -5,18 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data.transforms import normalise
+from ..distill.normalisation import logits
 from ..models.zoo import ZooEntry
 
 
 def predict(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Top-1 class of each image (uint8 N x 3 x R x R) with ``model`` in eval mode."""
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, pixels.shape[0], batch_size):
-            out.append(model(normalise(pixels[i : i + batch_size], entry.mean, entry.std)).argmax(1))
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+    if pixels.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long)
+    return logits(model, entry, pixels, batch_size).argmax(1)
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:

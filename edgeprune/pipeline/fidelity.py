@@ -10,22 +10,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ..data.transforms import normalise
-from ..models.zoo import ZooEntry
+from ..distill.normalisation import logits  # noqa: F401 (the stages import it from here)
 
 CONFIDENT = 0.5  # max softmax of the original at or above which an image counts as "confident"
-
-
-def logits(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Float logits of ``model`` (eval mode) for uint8 images N x 3 x R x R."""
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, pixels.shape[0], batch_size):
-            out.append(model(normalise(pixels[i : i + batch_size], entry.mean, entry.std)).float())
-    return torch.cat(out) if out else torch.empty(0, 0)
 
 
 def fidelity_metrics(original: torch.Tensor, adapted: torch.Tensor, k: int = 5) -> dict:
