@@ -337,6 +337,11 @@ def demo(
     render_adapt_summary(result.report, result.output)
 
 
+from .latency.profiles_command import app as _profiles_app  # noqa: E402  (the profile registry, its own module)
+
+app.add_typer(_profiles_app, name="profiles")
+
+
 def _on_signal(signum, frame):
     STATE["interrupted"] = True
     raise KeyboardInterrupt

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from edgeprune.errors import EdgepruneError, OutputError, ProfileError, UsageError
+from edgeprune.latency.profiles import load_profile
 from edgeprune.models import zoo
 from edgeprune.models.surgery import load_manifest
 from edgeprune.pipeline.adapt import adapt
@@ -152,11 +153,26 @@ def test_short_form_uses_this_devices_profile(setup, tmp_path, monkeypatch):
                 batch=8, measure_latency=False)
     assert res.report["model"] == "resnet18" and res.report["k"] == 3
     assert res.report["profile"].startswith(str(root))
+    choice = res.report["profile_choice"]  # which profile, found how: in report.json
+    assert choice["how"] == "registry" and choice["key"].startswith(choice["this_device"][0] + "/resnet18-torch-fp32-b1-r32")
     # two candidates for this device: a clear error listing both
     first = default_profile_path(prof, root=root)
     save_profile(prof, first.with_name("other-" + first.name))
     with pytest.raises(ProfileError, match="several profiles.*other-"):
         adapt(setup["images"], tmp_path / "o2", weights=setup["weights"], steps=2, measure_latency=False)
+
+
+def test_short_form_never_takes_another_devices_profile(setup, tmp_path, monkeypatch):
+    from edgeprune.latency.registry import ProfileRegistry
+
+    root = tmp_path / "profiles"
+    monkeypatch.setenv("EDGEPRUNE_PROFILES", str(root))
+    prof = load_profile(setup["profile"])
+    prof["device"]["cpu"], prof["device_slug"] = "Intel(R) Xeon(R) Platinum 8480+", "cpu-intel-xeon-platinum-8480-2c"
+    ProfileRegistry(root).put(prof)
+    with pytest.raises(ProfileError, match="no latency profile of resnet18 for this device.*cpu-intel-xeon-platinum-8480-2c"):
+        adapt(setup["images"], tmp_path / "o", model="resnet18", weights=setup["weights"], steps=2, measure_latency=False)
+    assert not (tmp_path / "o").exists()
 
 
 def test_measured_saving_uses_the_one_onnx_latency_measurement(setup, monkeypatch):

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 # torch 2.13.0 is a CPU wheel on these machines; an unpinned torch would pull GBs of CUDA wheels.
 $PY -m pip install -q -c constraints.txt torch torchvision
-$PY -m pip install -q -c constraints.txt -e ".[dev,lite,bench]"
+$PY -m pip install -q -c constraints.txt -e ".[dev,lite,bench,fleet]"
 # TensorRT's API stubs for the type check, without their dependency on TensorRT itself (GPU only).
 $PY -m pip install -q --no-deps "tensorrt-stubs==10.13.0.35.1"
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then

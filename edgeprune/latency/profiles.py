@@ -38,15 +38,20 @@ def save_profile(profile: dict, path: str | os.PathLike) -> Path:
         OutputError: the file cannot be written (a folder there, disk full, read-only); an earlier
             profile at ``path`` is left as it was.
     """
-    _validate(profile, "profile to save")
+    text = profile_text(profile)
     path = Path(path)
-    text = json.dumps(profile, indent=2, allow_nan=False) + "\n"
     try:
         atomic_write(path, text)
     except OSError as exc:
         raise OutputError(f"cannot write the profile {path}: {exc.strerror or exc}",
                           "give a .json file path you can write (--output), or free some disk space") from None
     return path
+
+
+def profile_text(profile: dict) -> str:
+    """The file contents of ``profile`` (validated first: ProfileError, so a bad file is never written)."""
+    _validate(profile, "profile to save")
+    return json.dumps(profile, indent=2, allow_nan=False) + "\n"
 
 
 def load_profile(path: str | os.PathLike) -> dict:
@@ -71,8 +76,17 @@ def load_profile(path: str | os.PathLike) -> dict:
         raise ProfileError(f"{path} is not a text file (corrupted?)", "re-run `edgeprune profile`") from None
     except OSError as exc:
         raise ProfileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_profile(text, str(path))
+
+
+def parse_profile(text: str, label: str) -> dict:
+    """Validate the JSON ``text`` of a latency profile (``label`` names it in messages: a path or URL).
+
+    Raises:
+        ProfileError: as ``load_profile``.
+    """
     if not text.strip():
-        raise ProfileError(f"{path} is empty (an interrupted write?)", "re-run `edgeprune profile`")
+        raise ProfileError(f"{label} is empty (an interrupted write?)", "re-run `edgeprune profile`")
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
@@ -80,14 +94,14 @@ def load_profile(path: str | os.PathLike) -> dict:
         at_end = exc.pos >= len(text.rstrip()) - 5 or exc.msg.startswith("Unterminated string")
         what = "truncated" if at_end else "corrupted"
         raise ProfileError(
-            f"{path} is not valid JSON ({what}: {exc.msg} at line {exc.lineno}, column {exc.colno})",
+            f"{label} is not valid JSON ({what}: {exc.msg} at line {exc.lineno}, column {exc.colno})",
             "re-run `edgeprune profile`",
         ) from None
     except ValueError as exc:
-        raise ProfileError(f"{path}: {exc}", "re-run `edgeprune profile`") from None
+        raise ProfileError(f"{label}: {exc}", "re-run `edgeprune profile`") from None
     except RecursionError:
-        raise ProfileError(f"{path} is not a latency profile (JSON nested too deeply)", "re-run `edgeprune profile`") from None
-    _validate(data, str(path))
+        raise ProfileError(f"{label} is not a latency profile (JSON nested too deeply)", "re-run `edgeprune profile`") from None
+    _validate(data, label)
     return data
 
 

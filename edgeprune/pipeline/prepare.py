@@ -63,7 +63,7 @@ class Prepared:
     reporter: CollectingReporter
     clock: PhaseClock
     model_name: str
-    profile_path: Path
+    profile_path: str  # a file path, or a URL in a remote registry
     profile: dict
     output: Path
     original: nn.Module  # the model as loaded (eval mode)
@@ -81,41 +81,36 @@ class Prepared:
     plan_blocks: int | None = None  # --blocks, or the default when no plan was given
     finetune_idx: list[int] = field(default_factory=list)  # prune images are fine-tune images too
     held: list[int] = field(default_factory=list)
+    profile_choice: dict = field(default_factory=dict)  # report.json "profile_choice": how the profile was found
 
     @property
     def example(self) -> torch.Tensor:
         return torch.zeros(1, self.entry.in_chans, self.resolution, self.resolution)
 
 
-def default_profiles_root() -> Path:
-    return Path(os.environ.get("EDGEPRUNE_PROFILES", "profiles"))
+def default_profiles_root() -> str:
+    """The profile registry: a folder or an fsspec URL."""
+    return os.environ.get("EDGEPRUNE_PROFILES", "profiles")
 
 
-def resolve_profile(model: str | None, profile: str | os.PathLike | None, reporter: Reporter) -> tuple[str, Path]:
-    """The (model, profile path) to use; the short form picks this device's recorded profile."""
-    from ..latency.profiles import find_device_profiles, load_profile
+def resolve_profile(model: str | None, profile: str | os.PathLike | None,
+                    reporter: Reporter) -> tuple[str, str, dict, dict]:
+    """(model, profile location, profile, how it was chosen): ``--profile`` as given, else the one
+    profile the registry holds for this device's fingerprint (never another device's)."""
+    from ..latency.profiles import current_device_slugs, load_profile
+    from ..latency.registry import ProfileKey, ProfileRegistry
 
     if profile is not None:
-        path = Path(profile)
-        prof = load_profile(path)
-        return canonical_name(model or prof["model"]), path
-    root = default_profiles_root()
-    candidates = find_device_profiles(root)
-    if model is not None:
-        candidates = [p for p in candidates if canonical_name(load_profile(p)["model"]) == canonical_name(model)]
-    if not candidates:
-        what = f"for {model} " if model else ""
-        raise ProfileError(
-            f"no latency profile {what}recorded for this device under {root}/",
-            f"run `edgeprune profile --model {model or 'NAME'}` first, or pass --profile PATH",
-        )
-    if len(candidates) > 1:
-        listing = "; ".join(str(p) for p in candidates)
-        raise ProfileError(f"several profiles recorded for this device: {listing}", "choose one with --profile (or --model)")
-    chosen = candidates[0]
-    prof = load_profile(chosen)
-    reporter.info(f"using profile {chosen} (model {prof['model']})")
-    return canonical_name(model or prof["model"]), chosen
+        prof = load_profile(profile)
+        choice = {"how": "--profile", "location": str(profile), "key": str(ProfileKey.of(prof))}
+    else:
+        registry = ProfileRegistry(default_profiles_root())
+        entry = registry.for_this_device(model)
+        prof, profile = entry.profile, entry.location
+        choice = {"how": "registry", "registry": registry.location, "location": entry.location, "key": str(entry.key),
+                  "this_device": current_device_slugs()}
+    reporter.info(f"using profile {choice['key']} ({choice['location']}; chosen by {choice['how']})")
+    return canonical_name(model or prof["model"]), str(profile), prof, choice
 
 
 def prepare(options: AdaptOptions, reporter: Reporter | None = None, images: ImageSet | None = None) -> Prepared:
@@ -124,13 +119,10 @@ def prepare(options: AdaptOptions, reporter: Reporter | None = None, images: Ima
     ``images``: an already decoded set (e.g. a benchmark's in-memory stream) instead of reading
     ``options.images``; it must be at the profile's resolution.
     """
-    from ..latency.profiles import load_profile
-
     rep = CollectingReporter(reporter)
     clock = PhaseClock()
     options.validate()
-    model_name, profile_path = resolve_profile(options.model, options.profile, rep)
-    prof = load_profile(profile_path)
+    model_name, profile_path, prof, choice = resolve_profile(options.model, options.profile, rep)
     if canonical_name(prof["model"]) != model_name:  # cheap check before loading any weights
         raise ProfileError(f"profile {profile_path} is for model {prof['model']}, not {model_name} (field: model)",
                            f"run `edgeprune profile --model {model_name}` or pass its --profile")
@@ -146,10 +138,11 @@ def prepare(options: AdaptOptions, reporter: Reporter | None = None, images: Ima
     with clock.phase("load", since_start=True):
         rep.stage("load")
         prep = _load(options, rep, clock, model_name, profile_path, prof, output, plan_blocks, images)
+    prep.profile_choice = choice
     return prep
 
 
-def _load(options: AdaptOptions, rep: CollectingReporter, clock: PhaseClock, model_name: str, profile_path: Path,
+def _load(options: AdaptOptions, rep: CollectingReporter, clock: PhaseClock, model_name: str, profile_path: str,
           prof: dict, output: Path, plan_blocks: int | None, imgs: ImageSet | None) -> Prepared:
     teacher, entry, source = load_model(model_name, options.weights)
     if source == RANDOM:
