@@ -51,7 +51,7 @@ from benchlib.config import MODELS, ROOT, BenchConfig  # noqa: E402
 from benchlib.driver import run_benchmark  # noqa: E402
 from benchlib.outputs import write_outputs  # noqa: E402
 
-QUICK = dict(corruptions=("gaussian_noise",), seeds=1, steps=20, eval_images=1000, practise_steps=20, quick=True,
+QUICK = dict(corruptions=("gaussian_noise",), seeds=1, steps=20, eval_images=1000, practise_steps=20, quick=True, mixed=False,
              out=ROOT / "out" / "bench_quick", latency_budget_s=3.0)
 
 
@@ -69,6 +69,8 @@ def parse_args(argv=None) -> tuple[BenchConfig, str]:
     ap.add_argument("--ks", type=int, nargs="+", default=None)
     ap.add_argument("--ablation-ks", type=int, nargs="+", default=None)
     ap.add_argument("--practise-steps", type=int, default=None)
+    ap.add_argument("--no-mixed", action="store_true", help="without the mixed stream (each image clean or one of "
+                                                            "the corruptions, interleaved)")
     ap.add_argument("--render-only", action="store_true", help="re-render results.md and plots from --out/results.json")
     ap.add_argument("--sweep-only", action="store_true", help="only the severity sweep (all 15 corruptions)")
     ap.add_argument("--time-budget", type=float, default=None, help="seconds; no new unit starts after it")
@@ -79,6 +81,8 @@ def parse_args(argv=None) -> tuple[BenchConfig, str]:
     given = {"seeds": a.seeds, "steps": a.steps, "eval_images": a.eval_images, "practise_steps": a.practise_steps,
              "time_budget_s": a.time_budget, "out": a.out}
     lists = {"corruptions": a.corruptions, "models": a.models, "ks": a.ks, "ablation_ks": a.ablation_ks}
+    if a.no_mixed:
+        cfg = dataclasses.replace(cfg, mixed=False)
     cfg = dataclasses.replace(cfg, allow_dirty=a.allow_dirty, **{k: v for k, v in given.items() if v is not None},
                               **{k: tuple(v) for k, v in lists.items() if v})
     return cfg, ("render" if a.render_only else "sweep" if a.sweep_only else "run")

@@ -23,6 +23,7 @@ MODELS = ("fmnist_resnet", "fmnist_mobilenetv2")
 class BenchConfig:
     models: tuple[str, ...] = MODELS
     corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS
+    mixed: bool = True  # also a stream interleaving the corruptions and clean images, per image
     seeds: int = 3
     ks: tuple[int, ...] = (1, 3, 5)
     ablation_ks: tuple[int, ...] = (3,)  # Tables 5/6/7 and the clean-data check

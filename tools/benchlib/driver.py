@@ -31,7 +31,7 @@ from .latency import LatencyCache
 from .methods import recipe_teacher, ttmpd_finetune
 from .outputs import write_outputs
 from .provenance import check_publishable, environment, git_state
-from .streams import UnitData, chosen_streams, get_profile, load_or_sweep, to_nchw
+from .streams import MIXED, UnitData, chosen_streams, get_profile, load_or_sweep, mixed_stream, to_nchw
 from .unit import Unit, score_all
 
 
@@ -96,7 +96,10 @@ def run_one_unit(result: dict, setup: ModelSetup, unit: dict, sev: int, row: int
     t = time.perf_counter()
     seed, corruption = unit["seed"], unit["corruption"]
     test_nhwc = inputs["test_nhwc"]
-    px = test_nhwc if corruption == "clean" else corrupt(test_nhwc, corruption, sev, seed=seed)
+    if corruption == MIXED:
+        px, _ = mixed_stream(test_nhwc, [(c, s) for c, s in setup.streams if c not in (MIXED, "clean")], seed)
+    else:
+        px = test_nhwc if corruption == "clean" else corrupt(test_nhwc, corruption, sev, seed=seed)
     data = UnitData.cut(to_nchw(px), inputs["labels"], setup.entry, cfg, seed)
     recipes = {"paper": paper_recipe(cfg, seed), "edgeprune": edgeprune_recipe(cfg, seed)}
     runner = Unit(unit["model"], setup.teacher, setup.entry, setup.blocks, setup.savings, data, corruption, sev, seed,

@@ -140,9 +140,30 @@ def load_or_sweep(model_name, model, entry, cfg: BenchConfig, test_px_nhwc, test
     return table
 
 
+MIXED = "mixed"
+
+
 def chosen_streams(sweep: dict, cfg: BenchConfig) -> tuple[list[tuple[str, int]], list[str]]:
-    """([(corruption, severity), ..., ("clean", 0)], corruptions without a severity in the window)."""
+    """([(corruption, severity), ..., ("mixed", 0), ("clean", 0)], corruptions without a severity in
+    the window); "mixed" only with cfg.mixed and at least one corruption."""
     override = cfg.severity_override or {}
     chosen = [(c, override.get(c, sweep["corruptions"][c]["chosen"])) for c in cfg.corruptions]
     excluded = [c for c, s in chosen if s is None]
-    return [(c, s) for c, s in chosen if s is not None] + [("clean", 0)], excluded
+    kept = [(c, s) for c, s in chosen if s is not None]
+    mixed = [(MIXED, 0)] if cfg.mixed and kept else []
+    return kept + mixed + [("clean", 0)], excluded
+
+
+def mixed_stream(images_nhwc: np.ndarray, corruptions: list[tuple[str, int]], seed: int) -> tuple[np.ndarray, list[str]]:
+    """Each image clean or corrupted by one of ``corruptions`` (at its chosen severity), drawn uniformly
+    per image: the interleaved mixed-domain stream on which plain stream statistics are known to fail
+    (issue 11). Returns (images, the condition of each image)."""
+    rng = np.random.default_rng(50_000 + seed)
+    names = ["clean"] + [c for c, _ in corruptions]
+    which = rng.integers(len(names), size=len(images_nhwc))
+    out = images_nhwc.copy()
+    for i, (name, sev) in enumerate(corruptions, start=1):
+        idx = np.flatnonzero(which == i)
+        if len(idx):
+            out[idx] = corrupt(images_nhwc[idx], name, sev, seed=seed)
+    return out, [names[w] for w in which]

@@ -81,6 +81,23 @@ def _bn_goal(rows, clean) -> dict | None:
             "clean_ok": None if None in (clean_sb, clean_tt) else clean_sb >= clean_tt - 1.0}
 
 
+def auto_stats_goal(all_rows) -> dict | None:
+    """Issue 11: TT-MPD at adapt's default teacher statistics (auto) against the better of the two
+    fixed choices (source, stream), per stream (each corruption, mixed, clean), k = 3, means over
+    seeds; met when auto is within 1 point of the better one on every stream."""
+    per = {}
+    for c in sorted({r["corruption"] for r in all_rows}):
+        rows = [r for r in all_rows if r["corruption"] == c]
+        auto, src, stream = _mean(rows, "TT-MPD"), _mean(rows, "TT-MPD+source_bn"), _mean(rows, "TT-MPD+stream_bn")
+        if None in (auto, src, stream):
+            continue
+        chosen = sorted({str(r.get("teacher_stats")) for r in select(rows, method="TT-MPD", k=3)})
+        per[c] = {"auto": auto, "source": src, "stream": stream, "diff": auto - max(src, stream), "chosen": chosen}
+    if not per:
+        return None
+    return {"streams": per, "met": all(v["diff"] >= -1.0 for v in per.values())}
+
+
 def _mean_of(rows, key):
     vals = [r[key] for r in rows if r.get(key) is not None]
     return statistics.fmean(vals) if vals else None
@@ -115,7 +132,8 @@ def summarise_rows(all_rows) -> dict:
     rows = [r for r in all_rows if r["corruption"] != "clean"]
     clean = [r for r in all_rows if r["corruption"] == "clean"]
     g = _vs_baselines(rows)
-    for key, value in (("bn", _bn_goal(rows, clean)), ("ttmpd_finetune", _finetune_split(rows)),
+    for key, value in (("bn", _bn_goal(rows, clean)), ("auto_stats", auto_stats_goal(all_rows)),
+                       ("ttmpd_finetune", _finetune_split(rows)),
                        ("eata_selection", eata_selection(all_rows))):
         if value is not None:
             g[key] = value

@@ -88,6 +88,8 @@ class Unit:
         """(teacher, (scores, seconds), its statistics) a job prunes and distils with."""
         if job.finetune == "stored+stream_bn":
             return self.stream_teacher, self.scores["ttmpd+stream"], "stream"
+        if job.finetune == "stored+source_bn":
+            return self.teacher, self.scores["ttmpd"], "source"
         if job.finetune == "stored":
             return self.tt_teacher, self.stored_scores[job.criterion], self.tt_stats
         return self.teacher, self.scores[job.criterion], "source"
@@ -97,7 +99,7 @@ class Unit:
         teacher, (res, score_s), stats = self._teacher_and_scores(job)
         removed = make_plan(res.scores, self.savings, k=k).removed
         student = remove_blocks(teacher, removed)
-        kind = "stored" if stream else job.finetune
+        kind = "stored" if job.finetune.startswith("stored+") else job.finetune
         reuse = self.data.reuse(res.teacher_features) if kind.startswith("stored") else None
         fres = finetune(kind, student, teacher, self.entry, self.data, removed, reuse, self.recipes)
         acc, inf = accuracy_of(student, self.entry, self.data.ev_px, self.data.ev_y)
