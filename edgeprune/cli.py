@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import EdgepruneError, Interrupted
+from .deploy.int8.config import Int8Config, QuantSettings
 from .pipeline.options import AdaptOptions, adapt_recipe
 from .progress import Reporter
 from .version import __version__
@@ -136,7 +137,8 @@ def profile(
     device: str = typer.Option("cpu", help="cpu | cuda."),
     resolution: Optional[int] = typer.Option(None, help="Input resolution [default: the model's]; must match the field images' resolution used by adapt."),
     batch: int = typer.Option(1, help="Batch size of the timed inference."),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 (fp16 needs CUDA)."),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 (fp16 needs CUDA) | int8 (onnxruntime on the CPU: each variant "
+                                  "statically quantised as adapt --deploy-precision int8 deploys it, calibrated on random inputs)."),
     budget: Optional[float] = typer.Option(None, "--budget", help="Seconds of timing after warm-up [default: scaled to the model]."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Profile JSON path [default: profiles/<device>/<model>-<backend>-<precision>-b<batch>-r<res>.json]."),
     as_json: bool = typer.Option(False, "--json", help="Print the profile JSON instead of a table."),
@@ -174,6 +176,13 @@ def profile(
 # ------------------------------------------------------------------ adapt
 _OPT = {f.name: f.default for f in dataclasses.fields(AdaptOptions)}  # the defaults live in pipeline/options.py
 _RECIPE = adapt_recipe()
+_INT8 = Int8Config()
+
+
+def _int8_config(images: int, method: str) -> Int8Config:
+    return dataclasses.replace(Int8Config(), calibration_images=images, settings=QuantSettings(method=method))
+
+
 @app.command()
 def adapt(
     images: Path = typer.Option(..., "--images", "-i", help="Folder of field images (searched recursively; class sub-folders add accuracy)."),
@@ -219,6 +228,14 @@ def adapt(
     micro_batch: int = typer.Option(_RECIPE.micro_batch or 0, "--micro-batch", help="Images per forward/backward in distillation; gradients "
                                     "accumulate to --batch (same loss; BatchNorm per chunk). Bounds peak memory and is faster "
                                     "on CPU (32, default); 0 = the whole batch at once (the paper)."),
+    deploy_precision: str = typer.Option(_OPT["deploy_precision"], "--deploy-precision", help="fp32 (default): model.onnx; "
+                                         "int8: also model.int8.onnx, ONNX Runtime static QDQ quantisation calibrated on the "
+                                         "fine-tune images and gated against model.onnx on held-out images (top-1 agreement "
+                                         ">= 97%); needs an int8 profile. Not --precision, which is the distillation's."),
+    calibration_images: int = typer.Option(_INT8.calibration_images, "--calibration-images", help="INT8: fine-tune images used to calibrate."),
+    calibration_method: str = typer.Option(_INT8.settings.method, "--calibration-method", help="INT8: minmax | entropy | percentile."),
+    allow_precision_mismatch: bool = typer.Option(False, "--allow-precision-mismatch", help="Accept a profile of another "
+                                                  "precision than --deploy-precision (warns: savings differ by precision)."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
 ):
     """Prune and distil a pretrained model on unlabeled field images; write ONNX/TensorRT artifacts and a report."""
@@ -233,7 +250,9 @@ def adapt(
                            target_saving=target_saving, latency_budget_ms=latency_budget_ms, criterion=criterion,
                            prune_images=prune_images, finetune_images=finetune_images, seed=seed, force=force,
                            dynamic_batch=dynamic_batch, allow_device_mismatch=allow_device_mismatch,
-                           measure_latency=not no_latency, recipe=recipe)
+                           measure_latency=not no_latency, recipe=recipe, deploy_precision=deploy_precision,
+                           int8=_int8_config(calibration_images, calibration_method),
+                           allow_precision_mismatch=allow_precision_mismatch)
     with RichReporter(quiet=as_json) as rep:
         result = run_adapt(options, reporter=rep)
     if as_json:
@@ -261,6 +280,8 @@ def render_adapt_summary(r: dict, output: Path) -> None:
     lat = r.get("measured_latency") or {}
     if lat:
         table.add_row("latency, ONNX Runtime median", f"{lat['original_ms']:.2f} ms", "", f"{lat['adapted_ms']:.2f} ms")
+        if "int8_adapted_ms" in lat:
+            table.add_row("  int8 (model.int8.onnx)", "", "", f"{lat['int8_adapted_ms']:.2f} ms")
     table.add_row("latency saving (predicted / measured)", "", _pct(r["predicted_saving"]), _pct(r["measured_saving"]))
     out.print(table)
     t = r["timings"]
@@ -284,18 +305,26 @@ def export(
     fp16: bool = typer.Option(True, "--fp16/--fp32", help="TensorRT precision."),
     batch: int = typer.Option(1, help="Static batch size of the exported graph."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="ONNX with a dynamic batch axis."),
-    images: Optional[Path] = typer.Option(None, "--images", "-i", help="Field images for the ONNX parity check [default: random inputs]."),
+    images: Optional[Path] = typer.Option(None, "--images", "-i", help="Field images for the ONNX parity check [default: random "
+                                          "inputs]; with --int8 also the calibration images (a seeded quarter is held out for the gate)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx: ONNX Runtime static QDQ quantisation "
+                              "calibrated on --images, gated against model.onnx (top-1 agreement >= 97%)."),
+    calibration_images: int = typer.Option(_INT8.calibration_images, "--calibration-images", help="--int8: images used to calibrate."),
+    calibration_method: str = typer.Option(_INT8.settings.method, "--calibration-method", help="--int8: minmax | entropy | percentile."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Export a pruned model manifest to ONNX and/or a TensorRT engine (run this on the target device)."""
     from .pipeline.export_manifest import export_manifest
 
     result = export_manifest(model, onnx=onnx, tensorrt=tensorrt, fp16=fp16, batch=batch, dynamic_batch=dynamic_batch,
-                             images=images)
+                             images=images, int8=_int8_config(calibration_images, calibration_method) if int8 else None)
     if as_json:
         _emit_json(result)
         return
     for k, v in result.items():
+        if k == "int8":
+            v = (f"{v['path']} (top-1 agreement {v['gate']['agreement']:.1%} with model.onnx on {v['gate']['inputs']}; "
+                 f"{len(v['keep_float'])} node(s) in float; calibrated on {v['calibration']['images']} images, {v['calibration']['method']})")
         out.print(f"{k}: {v}")
 
 

@@ -6,10 +6,21 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.deploy.int8.build import Int8Config, build_int8
-from edgeprune.deploy.int8.gate import Int8Gate, graph_logits, int8_verdict
-from edgeprune.deploy.int8.quantize import (ArrayCalibrationReader, QuantSettings, depthwise_convs, float_ops,
-                                            needs_reduce_range, preprocess, quantise)
+from edgeprune.deploy.int8.build import build_int8
+from edgeprune.deploy.int8.config import (
+    Int8Config,
+    Int8Gate,
+    QuantSettings,
+    needs_reduce_range,
+)
+from edgeprune.deploy.int8.gate import graph_logits, int8_verdict
+from edgeprune.deploy.int8.quantize import (
+    ArrayCalibrationReader,
+    depthwise_convs,
+    float_ops,
+    preprocess,
+    quantise,
+)
 from edgeprune.deploy.onnx_export import export_onnx
 from edgeprune.deploy.ort import ort_session
 from edgeprune.errors import UsageError

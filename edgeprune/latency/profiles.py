@@ -301,6 +301,25 @@ def check_profile_matches(
     return warns + _measurement_warnings(profile, set(block_names))
 
 
+def check_profile_precision(profile: dict, deploy_precision: str, allow_mismatch: bool = False) -> list[str]:
+    """An INT8 deployment needs an INT8 profile and an fp32 one an fp32/fp16 profile: block savings
+    differ by precision, so the plan must use the profile of the precision it deploys.
+
+    Returns:
+        A warning when they differ and ``allow_mismatch``; else [].
+    Raises:
+        ProfileError: they differ (field: precision).
+    """
+    have = profile["precision"]
+    if (have == "int8") == (deploy_precision == "int8"):
+        return []
+    msg = (f"the latency profile was measured in {have}, this run deploys {deploy_precision} (field: precision): "
+           "block savings differ by precision")
+    if not allow_mismatch:
+        raise ProfileError(msg, f"profile with `edgeprune profile --precision {deploy_precision}`, or pass --allow-precision-mismatch")
+    return [msg + "; the plan may not hold for the deployed model"]
+
+
 def _device_mismatch(profile: dict, device_slug: str, cpu_isa: list[str] | None) -> str | None:
     """Why the profile's device is not this one (slug, then a CPU's ISA flags), or None."""
     got_slug = profile_slug(profile)

@@ -199,10 +199,11 @@ class ProfileRegistry:
         return Entry(key, self.store.where(key.relpath), json.loads(text))
 
     def for_this_device(self, model: str | None = None, slugs: list[str] | None = None,
-                        cpu_isa: list[str] | None = None) -> Entry:
+                        cpu_isa: list[str] | None = None, deploy_precision: str | None = None) -> Entry:
         """The one profile recorded for this machine's device (CPU, or GPU where CUDA is present),
         of ``model`` when given. Never another device's: no match raises and says which devices
-        the registry does hold profiles for."""
+        the registry does hold profiles for. ``deploy_precision``: among several matches, keep
+        the int8 profiles for "int8" and the others for "fp32" (savings differ by precision)."""
         from .profiles import current_device_slugs
 
         slugs = slugs if slugs is not None else current_device_slugs()
@@ -221,6 +222,8 @@ class ProfileRegistry:
                                f"{self.location}{have}",
                                f"run `edgeprune profile --model {model or 'NAME'}` here, or pass --profile PATH "
                                "(with --allow-device-mismatch for another device's)")
+        if len(matched) > 1 and deploy_precision is not None:
+            matched = [e for e in matched if (e.key.precision == "int8") == (deploy_precision == "int8")] or matched
         if len(matched) > 1:
             raise ProfileError("several profiles recorded for this device: " + "; ".join(e.location for e in matched),
                                "choose one with --profile (or --model)")

@@ -15,12 +15,21 @@ RANDOM_PARITY_INPUTS = 16  # without --images: this many random inputs (at least
 
 
 def export_manifest(manifest: str | Path, onnx: bool = True, tensorrt: bool = False, fp16: bool = True, batch: int = 1,
-                    dynamic_batch: bool = False, images: str | Path | None = None) -> dict:
-    """Write model.onnx and/or model.engine next to the manifest.
+                    dynamic_batch: bool = False, images: str | Path | None = None, int8=None) -> dict:
+    """Write model.onnx and/or model.engine (and model.int8.onnx) next to the manifest.
 
     model.onnx passes the parity gate (deploy/parity.py, the one adapt uses) on ``images`` when
     given (normalised as the model expects), else on random inputs; the result says which.
+    ``int8``: an ``Int8Config``: also quantise model.onnx, calibrated on ``images`` (required),
+    gated on a held-out part of them (pipeline/int8_artifact.py).
     """
+    from ..errors import UsageError
+
+    if int8 is not None and (images is None or dynamic_batch or not onnx):
+        raise UsageError("--int8 quantises model.onnx: it needs --images DIR (the calibration images), a static batch "
+                         "(no --dynamic-batch) and the ONNX export (no --no-onnx)")
+    if int8 is not None:
+        int8.validate()
     from ..deploy.onnx_export import export_onnx
     from ..deploy.parity import check_parity
 
@@ -39,6 +48,10 @@ def export_manifest(manifest: str | Path, onnx: bool = True, tensorrt: bool = Fa
         if not par["passed"]:
             raise ExportError(f"ONNX parity failed on {label}: {'; '.join(par['failures'])}",
                               "try --dynamic-batch off or another batch; the manifest itself is unaffected")
+    if int8 is not None:
+        from .int8_artifact import export_int8
+
+        result["int8"] = export_int8(folder, entry, res, images, int8, batch)
     if tensorrt:
         result["engine"] = str(_build_engine(model, example, onnx_path, folder, fp16))
     return result

@@ -13,6 +13,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from ..deploy.int8.config import DEPLOY_PRECISIONS, Int8Config
 from ..distill.config import DistillConfig
 from ..errors import UsageError
 
@@ -51,6 +52,9 @@ class AdaptOptions:
     tensorrt: bool | None = None  # None: when tensorrt and CUDA are present
     measure_latency: bool = True
     recipe: DistillConfig = field(default_factory=adapt_recipe)  # incl. teacher_stats, student_bn, local_steps
+    deploy_precision: str = "fp32"  # "int8": also model.int8.onnx, calibrated on the fine-tune images (deploy/int8)
+    int8: Int8Config = field(default_factory=Int8Config)  # calibration and gate of the INT8 graph
+    allow_precision_mismatch: bool = False  # accept a profile of another precision than the deployed one (warns)
 
     @classmethod
     def from_kwargs(cls, images, output=None, train_head: bool = False, **kwargs) -> "AdaptOptions":
@@ -88,6 +92,9 @@ class AdaptOptions:
         check_block_count(self.blocks)
         check_precision(r.precision)
         CRITERIA.get(self.criterion)  # unknown criterion: "did you mean ..."
+        if self.deploy_precision not in DEPLOY_PRECISIONS:
+            raise UsageError(f"unknown deploy precision {self.deploy_precision!r}", f"choose from {', '.join(DEPLOY_PRECISIONS)}")
+        self.int8.validate()
         if self.model is not None:
             get_entry(self.model)  # unknown model: "did you mean ..." before any profile lookup
 

@@ -94,9 +94,10 @@ def default_profiles_root() -> str:
 
 
 def resolve_profile(model: str | None, profile: str | os.PathLike | None,
-                    reporter: Reporter) -> tuple[str, str, dict, dict]:
+                    reporter: Reporter, deploy_precision: str | None = None) -> tuple[str, str, dict, dict]:
     """(model, profile location, profile, how it was chosen): ``--profile`` as given, else the one
-    profile the registry holds for this device's fingerprint (never another device's)."""
+    profile the registry holds for this device's fingerprint (never another device's; of the
+    deployed precision where profiles of several precisions are recorded)."""
     from ..latency.profiles import current_device_slugs, load_profile
     from ..latency.registry import ProfileKey, ProfileRegistry
 
@@ -105,7 +106,7 @@ def resolve_profile(model: str | None, profile: str | os.PathLike | None,
         choice = {"how": "--profile", "location": str(profile), "key": str(ProfileKey.of(prof))}
     else:
         registry = ProfileRegistry(default_profiles_root())
-        entry = registry.for_this_device(model)
+        entry = registry.for_this_device(model, deploy_precision=deploy_precision)
         prof, profile = entry.profile, entry.location
         choice = {"how": "registry", "registry": registry.location, "location": entry.location, "key": str(entry.key),
                   "this_device": current_device_slugs()}
@@ -122,7 +123,7 @@ def prepare(options: AdaptOptions, reporter: Reporter | None = None, images: Ima
     rep = CollectingReporter(reporter)
     clock = PhaseClock()
     options.validate()
-    model_name, profile_path, prof, choice = resolve_profile(options.model, options.profile, rep)
+    model_name, profile_path, prof, choice = resolve_profile(options.model, options.profile, rep, options.deploy_precision)
     if canonical_name(prof["model"]) != model_name:  # cheap check before loading any weights
         raise ProfileError(f"profile {profile_path} is for model {prof['model']}, not {model_name} (field: model)",
                            f"run `edgeprune profile --model {model_name}` or pass its --profile")
@@ -150,7 +151,7 @@ def _load(options: AdaptOptions, rep: CollectingReporter, clock: PhaseClock, mod
     resolution = int(prof["resolution"])
     blocks = _blocks_at(teacher, entry, resolution)
     check_block_count(plan_blocks, len(blocks))  # before reading images and scoring
-    _check_profile(prof, model_name, blocks, resolution, options.allow_device_mismatch, rep)
+    _check_profile(prof, model_name, blocks, resolution, options.allow_device_mismatch, rep, options)
     if imgs is None:
         imgs = load_images(options.images, resolution, entry.crop_pct, progress=lambda d, t: rep.progress("reading images", d, t))
     elif tuple(imgs.pixels.shape[-2:]) != (resolution, resolution):
@@ -183,12 +184,14 @@ def _blocks_at(model: nn.Module, entry: ZooEntry, resolution: int) -> list[Block
 
 
 def _check_profile(prof: dict, model_name: str, blocks: list[Block], resolution: int, allow_mismatch: bool,
-                   rep: Reporter) -> None:
+                   rep: Reporter, options: AdaptOptions) -> None:
     from ..latency.fingerprint import device_fingerprint, device_slug
-    from ..latency.profiles import check_profile_matches
+    from ..latency.profiles import check_profile_matches, check_profile_precision
 
     here = device_slug(device_fingerprint(prof["device"].get("kind", "cpu")))
     for w in check_profile_matches(prof, model_name, [b.name for b in blocks], resolution, here, allow_mismatch):
+        rep.warn(w)
+    for w in check_profile_precision(prof, options.deploy_precision, options.allow_precision_mismatch):
         rep.warn(w)
     for w in prof.get("warnings", []):
         rep.warn(f"profile: {w}")

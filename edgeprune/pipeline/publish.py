@@ -21,6 +21,7 @@ from ..pruning.plan import LS_FLOOR
 from ..version import __version__
 from .evaluate import accuracy, agreement
 from .fidelity import fidelity_metrics
+from .int8_artifact import INT8_FILE, adapt_int8, latency_variants
 from .prepare import Prepared
 from .report import write_report
 from .stages import Distilled, Scored
@@ -58,8 +59,12 @@ def _export_and_check(prep: Prepared, student, batch: int, folder: Path, errors:
         info["parity"] = par = check_parity(student, folder / "model.onnx", x, inputs_label=f"{len(x)} held-out images")
         if not par["passed"]:
             errors.append(f"ONNX parity failed on {par['inputs']}: {'; '.join(par['failures'])}")
+    if opts.deploy_precision == "int8" and len(x) and info.get("parity", {}).get("passed"):
+        info["int8"] = adapt_int8(prep, folder, x, errors, prep.reporter)
+        if info["int8"]["written"]:
+            info["artifacts"].append(INT8_FILE)
     if opts.measure_latency:
-        info.update(_measure_saving(prep.original, example, folder, prep.reporter))
+        info.update(_measure_saving(prep.original, example, folder, prep.reporter, latency_variants(folder, info.get("int8"))))
     info["tensorrt"] = _tensorrt(opts.tensorrt, folder, info, errors, prep.reporter)
     return info
 
@@ -80,18 +85,23 @@ def _tensorrt(wanted: bool | None, folder: Path, info: dict, errors: list[str], 
     return {"built": False, "reason": "tensorrt or CUDA not present here", "build_on_target": hint}
 
 
-def _measure_saving(teacher, example, folder: Path, rep: Reporter) -> dict:
-    """ONNX Runtime medians of the exported original vs adapted model, interleaved."""
+def _measure_saving(teacher, example, folder: Path, rep: Reporter, extra: dict[str, Path]) -> dict:
+    """ONNX Runtime medians of the exported original vs adapted model (fp32; and the INT8 graph in
+    ``extra``), interleaved."""
     from ..deploy.ort import measure_onnx_latency
 
-    stats = measure_onnx_latency({"original": teacher, "adapted": folder / "model.onnx"}, example,
+    stats = measure_onnx_latency({"original": teacher, "adapted": folder / "model.onnx", **extra}, example,
                                  progress=lambda d, t: rep.progress("measuring latency", d, t))
     base, new = stats["original"].median_ms, stats["adapted"].median_ms
-    return {"measured_saving": (base - new) / base,
-            "measured_latency": {"backend": "onnxruntime-cpu", "original_ms": base, "adapted_ms": new,
-                                 "original_cv": stats["original"].cv, "adapted_cv": stats["adapted"].cv,
-                                 "original": stats["original"].to_dict(), "adapted": stats["adapted"].to_dict(),
-                                 "n": min(stats["original"].n, stats["adapted"].n)}}
+    lat = {"backend": "onnxruntime-cpu", "original_ms": base, "adapted_ms": new,
+           "original_cv": stats["original"].cv, "adapted_cv": stats["adapted"].cv,
+           "original": stats["original"].to_dict(), "adapted": stats["adapted"].to_dict(),
+           "n": min(s.n for s in stats.values())}
+    if "int8_adapted" in stats:  # fp32 original, fp32 adapted, int8 adapted: one interleaved run
+        q = stats["int8_adapted"]
+        lat |= {"int8_adapted_ms": q.median_ms, "int8_adapted": q.to_dict(), "int8_speedup_vs_original": base / q.median_ms,
+                "int8_speedup_vs_adapted": new / q.median_ms}
+    return {"measured_saving": (base - new) / base, "measured_latency": lat}
 
 
 def report(prep: Prepared, scored: Scored, distilled: Distilled, exported: dict, errors: list[str], folder: Path) -> dict:
@@ -130,6 +140,9 @@ def report(prep: Prepared, scored: Scored, distilled: Distilled, exported: dict,
         "timings": prep.clock.timings,
         "scoring_forward_equivalents": scored.result.forward_equivalents,
         "onnx_parity": exported.get("parity"),
+        "deploy_precision": prep.options.deploy_precision,
+        "deployed": INT8_FILE if (exported.get("int8") or {}).get("written") else "model.onnx",
+        "int8": exported.get("int8"),
         "artifacts": exported.get("artifacts", ["model.pt"]),
         "tensorrt": exported.get("tensorrt"),
         "images": _images(prep),

@@ -73,6 +73,7 @@ def render_markdown(r: dict) -> str:
     t = r["timings"]
     lines += ["", "## Time (seconds)", "", "| " + " | ".join(t) + " |", "|" + "---|" * len(t),
               "| " + " | ".join(f"{v:.1f}" for v in t.values()) + " |", ""]
+    lines += int8_lines(r)
     par = r.get("onnx_parity") or {}
     if par:
         lines.append(f"ONNX parity: max |logit diff| {par.get('max_abs_diff', float('nan')):.2e}, top-1 agreement {_pct(par.get('top1_agreement'))}.")
@@ -81,6 +82,32 @@ def render_markdown(r: dict) -> str:
     for e in r.get("errors", []):
         lines.append(f"- error: {e}")
     return "\n".join(lines) + "\n"
+
+
+def int8_lines(r: dict) -> list[str]:
+    """report.md's INT8 section: calibration, nodes kept in float, the gate, latency per precision."""
+    q = r.get("int8")
+    if not q:
+        return []
+    cal, gate, lat = q["calibration"], q["gate"], r.get("measured_latency") or {}
+    lines = ["## INT8 deployment", "",
+             f"- deployed: `{r.get('deployed')}`; {'passed' if q['passed'] else 'FAILED'} the gate: top-1 agreement "
+             f"{_pct(gate['agreement'])} with the fp32 adapted model on {gate['inputs']} (minimum {_pct(gate['min_agreement'])}), "
+             f"confident images {_pct(gate['confident_agreement'])}, KL {_num(gate['kl_original_adapted'])}",
+             f"- calibration: {cal['images']} images ({cal['source']}), {cal['method']}, per-channel {cal['per_channel']}, "
+             f"reduce_range {cal['reduce_range']}, {cal['activation_type']} activations / {cal['weight_type']} weights, QDQ",
+             f"- nodes kept in float: {len(q['keep_float'])}" + "".join(f"\n  - `{k['name']}` ({k['op']}): {k['reason']}" for k in q["keep_float"]),
+             "", "| candidate | float nodes | median ms | speed-up vs fp32 | agreement | passed |", "|---|---|---|---|---|---|"]
+    lines += [f"| {c['name']} | {c['float_nodes']} | {c['median_ms']:.3g} | {c['speedup_vs_fp32']:.2f}x | {_pct(c['agreement'])} "
+              f"| {'yes' if c['passed'] else 'no'} |" for c in q["candidates"]]
+    if "int8_adapted_ms" in lat:
+        lines += ["", "| latency (ONNX Runtime, interleaved) | median ms | p90 ms | p95 ms |", "|---|---|---|---|"]
+        for key, label in (("original", "fp32 original"), ("adapted", "fp32 adapted"), ("int8_adapted", "int8 adapted")):
+            s = lat[key]
+            lines.append(f"| {label} | {s['median_ms']:.3g} | {s['p90_ms']:.3g} | {_num(s.get('p95_ms'))} |")
+        lines.append(f"\nint8 adapted vs fp32 original: {lat['int8_speedup_vs_original']:.2f}x faster "
+                     f"(int8 alone {lat['int8_speedup_vs_adapted']:.2f}x)")
+    return lines + [""]
 
 
 def write_report(folder: Path, report: dict) -> None:

@@ -14,43 +14,19 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..outputs import WRITE_ERRNOS, atomic_path, write_error
-from .gate import Int8Gate
-from .quantize import QuantSettings, preprocess
+from .config import Int8Config
+from .quantize import preprocess
 
-DEFAULT_CALIBRATION_IMAGES = 256  # fine-tune images of the stream used to calibrate (at most)
-
-
-@dataclass(frozen=True)
-class Int8Config:
-    """How an INT8 graph is made and judged (defaults documented in the README, "INT8 deployment")."""
-
-    settings: QuantSettings = field(default_factory=QuantSettings)
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
-    gate: Int8Gate = field(default_factory=Int8Gate)
-    keep_float: tuple[str, ...] = ()  # nodes that stay in float whatever the rule finds
-    try_groups: bool = True  # the measured per-op-group speed rule (rule.py)
-    max_sensitive_float: int = 16  # nodes the accuracy rule may keep in float (0: none)
-    timing: dict = field(default_factory=dict)  # the candidates' latency measurement (budget_s, ...)
-
-    def validate(self) -> "Int8Config":
-        from ...errors import UsageError
-
-        self.settings.resolved()  # unknown method
-        if self.calibration_images < 1:
-            raise UsageError(f"--calibration-images must be >= 1, got {self.calibration_images}")
-        if not 0 < self.gate.min_agreement <= 1:
-            raise UsageError(f"the INT8 gate's minimum agreement is a fraction in (0, 1], got {self.gate.min_agreement}")
-        return self
+DEFAULT_CONFIG = Int8Config()
 
 
 def build_int8(fp32: str | os.PathLike, out_path: str | os.PathLike, calibration: np.ndarray, held: np.ndarray,
-               config: Int8Config = Int8Config(), threads: int | None = None, calibration_source: str = "") -> dict:
+               config: Int8Config = DEFAULT_CONFIG, threads: int | None = None, calibration_source: str = "") -> dict:
     """Quantise the fp32 graph ``fp32`` by the rule and write it to ``out_path`` if it passes the gate.
 
     Args:

@@ -10,20 +10,13 @@ the fp32 model is confident, KL(fp32 || int8); pipeline/fidelity.py).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import ExportError
+from .config import Int8Gate
 
-DEFAULT_MIN_AGREEMENT = 0.97  # issue 13's goal: held-out top-1 agreement with the fp32 adapted model
-
-
-@dataclass(frozen=True)
-class Int8Gate:
-    """The verdict's threshold: top-1 agreement with the fp32 graph of at least ``min_agreement``."""
-
-    min_agreement: float = DEFAULT_MIN_AGREEMENT
+DEFAULT_GATE = Int8Gate()
 
 
 def graph_logits(path: str | os.PathLike, inputs: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -33,7 +26,7 @@ def graph_logits(path: str | os.PathLike, inputs: np.ndarray, threads: int | Non
     return run_session(ort_session(path, threads=threads), np.ascontiguousarray(inputs, dtype=np.float32))
 
 
-def int8_verdict(reference: np.ndarray, candidate: np.ndarray, gate: Int8Gate = Int8Gate(), inputs: str = "") -> dict:
+def int8_verdict(reference: np.ndarray, candidate: np.ndarray, gate: Int8Gate = DEFAULT_GATE, inputs: str = "") -> dict:
     """Fidelity of ``candidate`` (int8) logits against ``reference`` (fp32) logits and the verdict.
 
     Returns:
@@ -53,5 +46,5 @@ def int8_verdict(reference: np.ndarray, candidate: np.ndarray, gate: Int8Gate = 
     if not metrics["agreement"] >= gate.min_agreement:
         failures.append(f"top-1 agreement with the fp32 model {metrics['agreement']:.1%} < {gate.min_agreement:.0%}")
     return {**metrics, "max_abs_diff": float(np.abs(candidate.astype(np.float64) - reference).max()),
-            "n": int(len(reference)), "inputs": inputs, "min_agreement": gate.min_agreement,
+            "n": len(reference), "inputs": inputs, "min_agreement": gate.min_agreement,
             "passed": not failures, "failures": failures}

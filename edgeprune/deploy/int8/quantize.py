@@ -17,48 +17,17 @@ import inspect
 import io
 import logging
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from ...errors import ExportError, UsageError
 from ..outputs import WRITE_ERRNOS, atomic_path, write_error
+from .config import QuantSettings
 
-METHODS = ("minmax", "entropy", "percentile")  # onnxruntime CalibrationMethod MinMax / Entropy / Percentile
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 flags with saturation-free 8-bit dot products
-
-
-@dataclass(frozen=True)
-class QuantSettings:
-    """How a graph is quantised (recorded in reports and profiles)."""
-
-    method: str = "minmax"
-    per_channel: bool = True
-    reduce_range: bool | None = None  # None: decided by the CPU (needs_reduce_range)
-    activation_type: str = "uint8"
-    weight_type: str = "int8"
-
-    def resolved(self) -> "QuantSettings":
-        """These settings with ``reduce_range`` decided for this CPU; validated."""
-        if self.method not in METHODS:
-            raise UsageError(f"unknown calibration method {self.method!r}", f"choose from {', '.join(METHODS)}")
-        if self.reduce_range is not None:
-            return self
-        return QuantSettings(self.method, self.per_channel, needs_reduce_range(), self.activation_type, self.weight_type)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "format": "QDQ"}
-
-
-def needs_reduce_range(isa: list[str] | None = None) -> bool:
-    """True on an x86 CPU with AVX2 but no VNNI/AMX-INT8 (ONNX Runtime's advice against saturation)."""
-    from ...latency.fingerprint import cpu_isa_flags
-
-    flags = cpu_isa_flags() if isa is None else isa
-    return "avx2" in flags and not any(f in flags for f in VNNI_FLAGS)
+DEFAULT_SETTINGS = QuantSettings()
 
 
 class ArrayCalibrationReader(CalibrationDataReader):
@@ -126,7 +95,7 @@ def quantise(
     graph: str | os.PathLike,
     out_path: str | os.PathLike,
     calibration: np.ndarray,
-    settings: QuantSettings = QuantSettings(),
+    settings: QuantSettings = DEFAULT_SETTINGS,
     keep_float: Iterable[str] = (),
     cache: str | os.PathLike | None = None,
 ) -> dict:
@@ -146,7 +115,12 @@ def quantise(
         UsageError: an unknown method or too few inputs. ExportError: quantisation failed.
         OutputError: the file cannot be written.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     s = settings.resolved()
     reader = reader_for(calibration, Path(graph))

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ...latency.timing import Stats
-from .gate import Int8Gate, graph_logits, int8_verdict
-from .quantize import QuantSettings, depthwise_convs, quantise
+from .config import Int8Gate, QuantSettings
+from .gate import graph_logits, int8_verdict
+from .quantize import depthwise_convs, quantise
 
 SPEED_GROUPS = {"depthwise_conv": depthwise_convs}  # op group -> its node names in a graph
 SENSITIVITY_STEPS = (1, 2, 4, 8, 16)  # nodes kept in float, worst first, until the gate passes (capped)
@@ -140,9 +141,12 @@ def node_sensitivity(float_graph: Path, qdq_graph: str | os.PathLike, inputs: np
     """(node, dB) for each compute node, worst first: the float-vs-quantised SQNR of its input
     minus that of its output (after a fused Clip/Relu), measured with ``qdq_loss_debug``."""
     import onnx
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                         create_activation_matching,
-                                                         modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
 
     from .quantize import quiet_logs, reader_for
 

@@ -12,7 +12,7 @@ from torch import nn
 from ...errors import BackendUnavailable, UsageError
 from ...registry import Registry
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class LatencyBackend:
@@ -25,11 +25,12 @@ class LatencyBackend:
 
     name = "base"
     devices: tuple[str, ...] = ("cpu",)  # device kinds this backend can use ("cpu", "cuda")
+    int8_devices: tuple[str, ...] = ()  # device kinds where it times INT8 graphs
 
     def __init__(self, device: str = "cpu", precision: str = "fp32", threads: int | None = None):
         """Args:
             device: "cpu", "cuda" or "cuda:N".
-            precision: "fp32" or "fp16".
+            precision: "fp32", "fp16" or "int8".
             threads: CPU threads for inference (None = the backend's choice, recorded by describe).
         Raises:
             UsageError: unknown precision, or a precision this backend cannot run on ``device``.
@@ -46,6 +47,11 @@ class LatencyBackend:
             raise UsageError(
                 f"fp16 latency on the CPU is not supported by the {self.name} backend",
                 "CPUs run half precision through slow emulation; profile with --precision fp32 on CPU, fp16 on a GPU",
+            )
+        if precision == "int8" and device_kind(device) not in self.int8_devices:
+            raise UsageError(
+                f"INT8 latency is not measured by the {self.name} backend on {device}",
+                "profile INT8 with --backend onnxruntime --device cpu (static QDQ quantisation); TensorRT INT8 is not built yet",
             )
         self.device = device
         self.precision = precision

@@ -33,11 +33,14 @@ class OnnxRuntimeBackend(LatencyBackend):
     CPU: a fixed intra-op thread count, idle threads do not spin (several sessions are timed in
     turn; spinning threads of one would steal cores from the next). CUDA: input and output stay
     on the GPU through I/O binding, so host copies are not timed; fp16 = a graph exported from
-    ``model.half()``.
+    ``model.half()``. INT8 (CPU): each variant's graph quantised as ``adapt --deploy-precision int8``
+    quantises (deploy/int8), calibrated on seeded random inputs (the ranges differ from real
+    images'; the latency does not depend on them) and with every supported op quantised.
     """
 
     name = "onnxruntime"
     devices = ("cpu", "cuda")
+    int8_devices = ("cpu",)
 
     def __init__(self, device: str = "cpu", precision: str = "fp32", threads: int | None = None):
         super().__init__(device, precision, threads)
@@ -70,6 +73,8 @@ class OnnxRuntimeBackend(LatencyBackend):
         if half:  # exported on the GPU: half-precision kernels are a GPU thing
             model, example = model.to(self.device).half(), example.to(self.device).half()
         path = export_onnx(model, example, Path(workdir) / "model.onnx")
+        if self.precision == "int8":
+            path = _quantised(path, example, Path(workdir))
         session = ort_session(path, device=self.device, threads=self.threads)
         input_name = session.get_inputs()[0].name
         if device_kind(self.device) == "cpu":
@@ -96,7 +101,8 @@ class OnnxRuntimeBackend(LatencyBackend):
     def describe(self, device: str | None = None) -> dict:
         import onnxruntime as ort
 
-        return {
+        extra = {"quantisation": int8_profile_record()} if self.precision == "int8" else {}
+        return extra | {
             "name": self.name,
             "execution_provider": self._providers[0],
             "providers": list(self._providers),
@@ -104,3 +110,25 @@ class OnnxRuntimeBackend(LatencyBackend):
             "spinning": False,
             "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
         }
+
+
+INT8_PROFILE_CALIBRATION = 8  # seeded random inputs per variant (latency does not depend on the ranges)
+
+
+def _quantised(fp32: Path, example: torch.Tensor, workdir: Path) -> Path:
+    from ...deploy.int8.quantize import preprocess, quantise
+
+    gen = torch.Generator().manual_seed(0)
+    batch = example.shape[0]
+    calib = torch.randn(INT8_PROFILE_CALIBRATION * batch, *example.shape[1:], generator=gen).numpy()
+    pre = preprocess(fp32, workdir / "model.pre.onnx")
+    return Path(quantise(pre, workdir / "model.int8.onnx", calib)["path"])
+
+
+def int8_profile_record() -> dict:
+    """What an INT8 profile's graphs are (profile["backend"]["quantisation"])."""
+    from ...deploy.int8.config import QuantSettings
+
+    return {**QuantSettings().resolved().to_dict(), "calibration_images": INT8_PROFILE_CALIBRATION,
+            "calibration": f"{INT8_PROFILE_CALIBRATION} random normal inputs (seed 0): latency does not depend on the ranges",
+            "float_nodes": "none: every supported op quantised (adapt's float-node rule runs on the deployed model only)"}

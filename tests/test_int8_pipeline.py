@@ -1,0 +1,113 @@
+"""INT8 through the pipeline: the int8 profile, adapt --deploy-precision int8, export --int8, CLI errors."""
+
+import json
+import os
+import shutil
+
+import onnx
+import pytest
+import torch
+
+from edgeprune.deploy.int8.config import Int8Config
+from edgeprune.errors import ProfileError, UsageError
+from edgeprune.models import zoo
+from edgeprune.pipeline.adapt import adapt
+
+from test_adapt import _stream
+from test_cli_errors import cli  # noqa: F401 (the forking CLI runner fixture)
+
+FAST = {"budget_s": 0.3, "min_repeats": 3, "warmup_s": 0.05}
+QUICK_PROFILE = dict(budget_s=0.5, warmup_s=0.1, min_repeats=3, max_repeats=10)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    from edgeprune.latency.measurement import run_profile
+    from edgeprune.latency.profiles import save_profile
+
+    tmp = tmp_path_factory.mktemp("int8p")
+    torch.manual_seed(0)
+    model, _, _ = zoo.load_model("fmnist_resnet", weights="random")
+    torch.save(model.state_dict(), tmp / "w.pt")
+    prof = run_profile("fmnist_resnet", backend="torch", **QUICK_PROFILE)
+    paths = {"fp32": save_profile(prof, tmp / "profile-fp32.json")}
+    # The plan only reads the savings: the same measurement labelled int8 stands in for an INT8
+    # profile here (test_int8_backend_times_quantised_graphs measures real INT8 variants).
+    paths["int8"] = save_profile({**prof, "precision": "int8"}, tmp / "profile-int8.json")
+    images = _stream(tmp / "stream", n=48)
+    out = tmp / "adapted"
+    result = adapt(images, out, **ADAPT, weights=tmp / "w.pt", profile=paths["int8"])
+    return {"tmp": tmp, "weights": tmp / "w.pt", "profile": paths, "images": images, "out": out, "result": result}
+
+
+ADAPT = dict(model="fmnist_resnet", blocks=2, prune_images=8, finetune_images=24, steps=2, batch=8, measure_latency=False,
+             deploy_precision="int8", int8=Int8Config(timing=FAST))
+
+
+def test_int8_backend_times_quantised_graphs(tmp_path):
+    from edgeprune.latency.backends import get_backend
+    from test_int8 import _net
+
+    backend = get_backend("onnxruntime", precision="int8", threads=1)
+    run = backend.prepare(_net(), torch.zeros(1, 3, 16, 16), tmp_path)
+    run()
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "model.int8.onnx")).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    q = backend.describe()["quantisation"]
+    assert q["format"] == "QDQ" and q["calibration_images"] == 8 and "random" in q["calibration"]
+    with pytest.raises(UsageError, match="INT8 latency is not measured by the torch backend"):
+        get_backend("torch", precision="int8")
+
+
+def test_adapt_int8_writes_the_gated_int8_graph_beside_the_fp32_one(small):
+    out = small["out"]
+    rep = json.loads((out / "report.json").read_text())
+    assert {"model.onnx", "model.int8.onnx"} <= set(os.listdir(out))
+    assert rep["deploy_precision"] == "int8" and rep["deployed"] == "model.int8.onnx" and "model.int8.onnx" in rep["artifacts"]
+    q = rep["int8"]
+    assert q["passed"] and q["path"] == "model.int8.onnx" and q["gate"]["agreement"] >= 0.97
+    assert q["gate"]["inputs"] == f"{rep['images']['held_out']} held-out images"
+    assert q["calibration"]["images"] == 24 and q["calibration"]["source"] == "24 fine-tune images of the stream"
+    assert isinstance(q["keep_float"], list) and q["candidates"][0]["name"] == "all"
+    md = (out / "report.md").read_text()
+    assert "## INT8 deployment" in md and "calibration: 24 images" in md
+    assert small["result"].report["int8"]["written"]
+
+
+def test_precision_mismatch_is_refused_or_warned(small, tmp_path):
+    from edgeprune.latency.profiles import check_profile_precision, load_profile
+
+    for profile, deploy, text in (("fp32", "int8", "measured in fp32, this run deploys int8 \\(field: precision\\)"),
+                                  ("int8", "fp32", "measured in int8, this run deploys fp32")):
+        with pytest.raises(ProfileError, match=text):
+            adapt(small["images"], tmp_path / deploy, **(ADAPT | {"deploy_precision": deploy}), weights=small["weights"],
+                  profile=small["profile"][profile])
+    warned = check_profile_precision(load_profile(small["profile"]["fp32"]), "int8", allow_mismatch=True)
+    assert len(warned) == 1 and "field: precision" in warned[0]
+    assert check_profile_precision(load_profile(small["profile"]["fp32"]), "fp32") == []
+
+
+def test_export_int8_from_a_folder_and_its_refusals(small, tmp_path):
+    from edgeprune.pipeline.export_manifest import export_manifest
+
+    shutil.copy(small["out"] / "model.pt", tmp_path / "model.pt")
+    manifest = tmp_path / "model.pt"
+    result = export_manifest(manifest, images=small["images"], int8=Int8Config(timing=FAST))
+    q = result["int8"]
+    assert q["written"] and (tmp_path / "model.int8.onnx").is_file() and result["onnx_parity"]["passed"]
+    assert q["gate"]["n"] == 16 and q["calibration"]["images"] == 32 and "held out for the gate" in q["calibration"]["source"]
+    with pytest.raises(UsageError, match="--int8 quantises model.onnx: it needs --images"):
+        export_manifest(manifest, int8=Int8Config())
+
+
+@pytest.mark.parametrize("args,code,text", [
+    (["export", "--model", "nowhere/model.pt", "--int8"], 2, "--int8 quantises model.onnx"),
+    (["adapt", "--images", ".", "--model", "fmnist_resnet", "--deploy-precision", "int9"], 2, "unknown deploy precision"),
+    (["adapt", "--images", ".", "--model", "fmnist_resnet", "--deploy-precision", "int8", "--calibration-method", "magic"], 2,
+     "unknown calibration method"),
+    (["profile", "--model", "fmnist_resnet", "--backend", "torch", "--precision", "int8"], 2, "INT8 latency is not measured"),
+])
+def test_cli_int8_errors(args, code, text, cli, tmp_path):
+    run = cli(*args, cwd=tmp_path)
+    assert run.rc == code, run
+    assert text in run.err and "Traceback" not in run.err
