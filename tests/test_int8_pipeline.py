@@ -111,3 +111,17 @@ def test_cli_int8_errors(args, code, text, cli, tmp_path):
     run = cli(*args, cwd=tmp_path)
     assert run.rc == code, run
     assert text in run.err and "Traceback" not in run.err
+
+
+def test_registry_picks_the_profile_of_the_deployed_precision(small, tmp_path):
+    from edgeprune.latency.profiles import load_profile, save_profile
+    from edgeprune.latency.registry import ProfileKey, ProfileRegistry
+
+    for precision in ("fp32", "int8"):
+        prof = load_profile(small["profile"][precision])
+        save_profile(prof, tmp_path / ProfileKey.of(prof).relpath)
+    registry = ProfileRegistry(str(tmp_path))
+    for precision in ("fp32", "int8"):
+        assert registry.for_this_device("fmnist_resnet", deploy_precision=precision).key.precision == precision
+    with pytest.raises(ProfileError, match="several profiles recorded for this device"):
+        registry.for_this_device("fmnist_resnet")
