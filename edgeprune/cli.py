@@ -208,11 +208,15 @@ def adapt(
                                       "BatchNorm statistics should move toward the stream's (a label-free score on a slice, "
                                       "recorded in report.json); source: the teacher as trained (the paper); stream: re-estimate "
                                       "them on the fine-tune images first."),
-    student_bn: str = typer.Option(_RECIPE.student_bn, help="train (default, the paper): batch statistics while distilling, "
-                                   "running averages drift to the stream; frozen: the student's BatchNorm stays in eval mode "
-                                   "(the teacher's statistics; scale/shift still train) - far better on pretrained ImageNet "
-                                   "models (README), but it diverged on a small ResNet; reestimate: train, then one final pass "
-                                   "over the fine-tune images sets them."),
+    student_bn: str = typer.Option(_RECIPE.student_bn, help="auto (default): train the two modes below a few steps each "
+                                   "(--bn-probe-steps) and continue with the one of lower validation loss (recorded in "
+                                   "report.json); train (the paper): batch statistics while distilling, running averages "
+                                   "drift to the stream; frozen: the student's BatchNorm stays in eval mode (the teacher's "
+                                   "statistics; scale/shift still train) - far better on pretrained ImageNet models, worse "
+                                   "on small Fashion-MNIST ones (README); reestimate: train, then one final pass over the "
+                                   "fine-tune images sets them."),
+    bn_probe_steps: int = typer.Option(_RECIPE.bn_probe_steps, help="Steps each student BatchNorm mode trains before "
+                                       "--student-bn auto decides (the loser's steps are the probe's cost)."),
     local_steps: int = typer.Option(_RECIPE.local_steps, "--local-steps", help="Steps of local gap reconstruction per removed "
                                     "block before the global distillation (0 = off, the default; README)."),
     train_head: bool = typer.Option(False, "--train-head", help="Also train the classifier head (the paper keeps it frozen)."),
@@ -245,7 +249,8 @@ def adapt(
 
     recipe = adapt_recipe(steps=steps, batch_size=batch, lr=lr, freeze_head=not train_head, train_scope=train_scope,
                           precision=precision, early_stop=early_stop, micro_batch=micro_batch or None,
-                          teacher_stats=teacher_stats, student_bn=student_bn, local_steps=local_steps)
+                          teacher_stats=teacher_stats, student_bn=student_bn, local_steps=local_steps,
+                          bn_probe_steps=bn_probe_steps)
     options = AdaptOptions(images, output, model=model, profile=profile, weights=weights, blocks=blocks,
                            target_saving=target_saving, latency_budget_ms=latency_budget_ms, criterion=criterion,
                            prune_images=prune_images, finetune_images=finetune_images, seed=seed, force=force,

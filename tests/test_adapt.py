@@ -75,7 +75,9 @@ def test_adapt_writes_all_artifacts_and_reloads(setup):
     norm, dist = rep["normalisation"], rep["distillation"]
     assert norm["teacher_stats"] == "auto" and norm["auto"]["choice"] in ("source", "blend", "stream")
     assert len(norm["auto"]["candidates"]) == 4 and norm["teacher_stats_used"] == norm["auto"]["choice"]
-    assert dist["student_bn"] == "train" and dist["local"]["enabled"] is False
+    assert dist["student_bn"] == "auto" and dist["local"]["enabled"] is False
+    # 24 fine-tune images leave no validation slice: auto runs the paper's mode and says why
+    assert dist["student_bn_used"] == "train" and "no validation slice" in dist["student_bn_probe"]["reason"]
     assert dist["kept"] == {}  # 24 fine-tune images: too few for a validation slice (test_distill covers keep-best)
     par = rep["onnx_parity"]  # deploy/parity.py's gate, the one `edgeprune export` applies too
     assert par["passed"] and par["top1_agreement"] >= par["min_top1"] == 0.99 and par["failures"] == []

@@ -149,3 +149,49 @@ def test_keep_best_keeps_the_last_weights_when_they_are_best(monkeypatch):
     # checks at 0 (undistilled), 2, 4 and a final one at 5: the last is the best
     assert res.kept["step"] == 5 and not res.kept["undistilled"]
     assert [c[0] for c in res.early_stop["checks"]] == [2, 4, 5]
+
+
+def test_auto_student_batchnorm_continues_with_the_mode_of_lower_validation_loss(monkeypatch):
+    from edgeprune.distill.distiller import Distiller
+
+    teacher, entry, pixels = _setup(n=96)
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
+    for winner, loser in (("frozen", "train"), ("train", "frozen")):
+        monkeypatch.setattr(Distiller, "validation_loss", lambda self, w=winner: 1.0 if self.cfg.student_bn == w else 2.0)
+        student = remove_blocks(teacher, ["layer1.0", "layer3.1"])
+        before = {k: v.clone() for k, v in student.state_dict().items()}
+        cfg = DistillConfig.paper(steps=5, batch_size=16, student_bn="auto", bn_probe_steps=2, early_stop=True,
+                                  val_images=16)
+        res = distill(student, entry, pixels, store, cfg)
+        assert res.student_bn["chosen"] == winner and res.student_bn["probe_steps"] == 2
+        assert res.student_bn["val_loss"] == {winner: 1.0, loser: 2.0} and res.steps_done == 5
+        assert res.seconds >= res.student_bn["probe_seconds"] > 0 and any(winner in n for n in res.notes)
+        # the student in place holds the winner's weights: frozen never moves the running statistics
+        moved = any(not torch.equal(a[0], b[0]) for a, b in zip(_bn_stats_of(before), _bn_stats(student)))
+        assert moved == (winner == "train")
+        assert not any(p.requires_grad is False for p in student.parameters())
+
+
+def _bn_stats_of(state):
+    return [(v, None) for k, v in state.items() if k.endswith("running_mean")]
+
+
+def test_auto_student_batchnorm_without_a_validation_slice_runs_the_papers_mode():
+    teacher, entry, pixels = _setup(n=24)
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
+    student = remove_blocks(teacher, ["layer1.0"])
+    for cfg in (DistillConfig.paper(steps=2, batch_size=8, student_bn="auto", early_stop=True, min_val_images=8),
+                DistillConfig.paper(steps=2, batch_size=8, student_bn="auto")):  # too few images; slice disabled
+        res = distill(student, entry, pixels, store, cfg)
+        assert res.student_bn["chosen"] == "train" and "no validation slice" in res.student_bn["reason"]
+
+
+def test_a_distiller_refuses_the_auto_mode_it_cannot_decide_alone():
+    import pytest
+
+    from edgeprune.distill.distiller import Distiller
+
+    teacher, entry, pixels = _setup(n=24)
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
+    with pytest.raises(ValueError, match="distill\\(\\) resolves auto"):
+        Distiller(remove_blocks(teacher, ["layer1.0"]), entry, pixels, store, DistillConfig(student_bn="auto"))

@@ -198,7 +198,7 @@ def test_paper_config_is_the_papers_recipe_and_schedule(setup):
     assert (cfg.train_scope, cfg.precision, cfg.early_stop, cfg.steps, cfg.batch_size, cfg.lr) == ("all", "fp32", False, 500, 64, 0.02)
     assert (cfg.student_bn, cfg.teacher_stats, cfg.keep_best, cfg.micro_batch, cfg.local_steps) == ("train", "source", False, None, 0)
     default = DistillConfig()  # what adapt runs: the fast path and the fidelity defaults
-    assert (default.train_scope, default.student_bn, default.teacher_stats, default.keep_best) == ("suffix", "train", "auto", True)
+    assert (default.train_scope, default.student_bn, default.teacher_stats, default.keep_best) == ("suffix", "auto", "auto", True)
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
     student = remove_blocks(teacher, REMOVED)
     d = Distiller(student, entry, pixels, store, DistillConfig.paper(steps=10, batch_size=16, decay_every=0.3))

@@ -73,6 +73,8 @@ class Distiller:
         t0 = time.perf_counter()
         if config.train_scope not in TRAIN_SCOPES:
             raise UsageError(f"train_scope must be one of {', '.join(TRAIN_SCOPES)}, got {config.train_scope!r}")
+        if config.student_bn == "auto":  # a decision between two runs: distill() (bn_probe.py) makes it
+            raise ValueError("a Distiller needs a fixed student_bn (frozen, train, reestimate); distill() resolves auto")
         self.student, self.entry, self.pixels, self.labels, self.cfg = student, entry, pixels, labels, config
         self.progress = progress
         self.result = DistillResult(0)
@@ -409,6 +411,10 @@ def distill(
             first ``nn.Identity`` stage) and cached here with one pass of the student's prefix.
         hardware: a resolved ``HardwarePlan``; default ``plan_hardware(config.precision, ...)``.
     """
+    if config.student_bn == "auto":
+        from .bn_probe import distill_auto_bn
+
+        return distill_auto_bn(student, entry, pixels, labels, config, progress, prefix, removed, hardware)
     d = Distiller(student, entry, pixels, labels, config, progress, prefix, removed, hardware)
     while d.step():
         pass

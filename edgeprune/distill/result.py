@@ -26,6 +26,7 @@ class DistillResult:
     setup_seconds: float = 0.0  # precision probe and (when not given) prefix cache, inside `seconds`
     check_seconds: float = 0.0  # validation checks, inside `seconds`
     notes: list[str] = field(default_factory=list)
+    student_bn: dict = field(default_factory=dict)  # student_bn="auto": the probe's decision and evidence
 
     @property
     def final_loss(self) -> float:

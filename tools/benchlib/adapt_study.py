@@ -39,7 +39,10 @@ def variants() -> dict[str, dict]:
     from edgeprune.pipeline.options import adapt_recipe
 
     # the study distils from the source teacher: choosing teacher statistics is adapt's prepare step
-    paper, fast = _fields(DistillConfig.paper()), {**_fields(adapt_recipe()), "teacher_stats": "source"}
+    # and a fixed student BatchNorm mode: each variant is one Distiller stepped round-robin, while
+    # adapt's "auto" mode is a decision between two runs (distill/bn_probe.py)
+    paper = _fields(DistillConfig.paper())
+    fast = {**_fields(adapt_recipe()), "teacher_stats": "source", "student_bn": "train"}
     suffix = {**paper, "train_scope": "suffix"}
     return {"plain": {**paper, "channels_last": False}, "paper_cl": paper, "suffix_fp32": suffix,
             "suffix_bf16": {**suffix, "precision": "bf16"}, "suffix_micro": {**suffix, "micro_batch": fast["micro_batch"]},
