@@ -1,0 +1,80 @@
+"""Student BatchNorm mode on labelled Fashion-MNIST streams: train, frozen and auto (not a test).
+
+    python tools/probe_student_bn.py fmnist_resnet gaussian_noise:3,clean,elastic_transform:3,mixed train,frozen,auto 60
+
+Writes 2000 Fashion-MNIST test images per stream (seeded) as class folders under OUT (default
+out/student_bn), runs `edgeprune adapt` (pipeline.adapt.adapt, k = 3, the benchmark's latency profile
+docs/benchmarks/profile_<model>.json, every other option at its default) once per stream and mode,
+and appends one JSON line per run to OUT/results.jsonl: accuracy of the original and the adapted
+model on the 1000 held-out images, agreement, teacher statistics chosen, and the auto probe's
+evidence. "mixed": each image clean or one of gaussian_noise 3 / glass_blur 2 / elastic_transform 3.
+docs/benchmarks/fidelity.md (section 4) reports its runs. Needs the trained source models
+(tools/train_source.py).
+"""
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from edgeprune.pipeline.adapt import adapt  # noqa: E402
+from edgeprune.research.corruptions import corrupt  # noqa: E402
+from edgeprune.research.fashion_mnist import load_fashion_mnist, to_rgb32  # noqa: E402
+
+ROOT = Path(os.environ.get("OUT", "out/student_bn"))
+BENCH = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+MIXED = [("gaussian_noise", 3), ("glass_blur", 2), ("elastic_transform", 3)]
+
+
+def stream(name: str, imgs: np.ndarray, labels: np.ndarray) -> Path:
+    d = ROOT / f"stream_{name.replace(':', '')}"
+    if d.exists():
+        return d
+    if name == "clean":
+        px = imgs
+    elif name == "mixed":
+        which = np.random.default_rng(1).integers(len(MIXED) + 1, size=len(imgs))
+        px = imgs.copy()
+        for i, (c, s) in enumerate(MIXED, 1):
+            px[which == i] = corrupt(imgs[which == i], c, s, seed=0)
+    else:
+        c, s = name.split(":")
+        px = corrupt(imgs, c, int(s), seed=0)
+    for i, (p, label) in enumerate(zip(px, labels)):
+        (d / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(p).save(d / str(label) / f"{i:05d}.png")
+    return d
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    model, streams, modes = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
+    steps = int(sys.argv[4]) if len(sys.argv) > 4 else 60
+    x, y = load_fashion_mnist("test")
+    idx = np.random.default_rng(0).choice(len(y), 2000, replace=False)
+    imgs, labels = to_rgb32(x[idx]), y[idx]
+    for name in streams:
+        folder = stream(name, imgs, labels)
+        for mode in modes:
+            t = time.perf_counter()
+            out = ROOT / f"out_{model}_{name.replace(':', '')}_{mode}_{steps}"
+            rep = adapt(folder, out, model=model, profile=BENCH / f"profile_{model}.json", blocks=3, steps=steps,
+                        student_bn=mode, force=True, measure_latency=False, allow_device_mismatch=True).report
+            f, d = rep["fidelity"], rep["distillation"]
+            row = {"model": model, "stream": name, "student_bn": mode, "steps": steps, "seconds": round(time.perf_counter() - t),
+                   "removed": rep["removed_blocks"], "teacher_stats": rep["normalisation"].get("teacher_stats_used"),
+                   "accuracy_original": f["accuracy_original"], "accuracy_after": f["accuracy_after"],
+                   "agreement_after": f["agreement_after"], "student_bn_used": d.get("student_bn_used"),
+                   "probe": d.get("student_bn_probe")}
+            print(json.dumps(row), flush=True)
+            with open(ROOT / "results.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
