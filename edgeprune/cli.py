@@ -371,9 +371,12 @@ def demo(
     render_adapt_summary(result.report, result.output)
 
 
-from .latency.profiles_command import app as _profiles_app  # noqa: E402  (the profile registry, its own module)
+# fleet scale, each in its own module: the profile registry and sweeps
+from .fleet.sweep_command import sweep as _sweep  # noqa: E402
+from .latency.profiles_command import app as _profiles_app  # noqa: E402
 
 app.add_typer(_profiles_app, name="profiles")
+app.command(name="sweep")(_sweep)
 
 
 def _on_signal(signum, frame):

@@ -1,0 +1,1 @@
+"""Fleet scale: sweeps of many adaptation runs, serially or on Ray (engine, sweep, results table)."""
