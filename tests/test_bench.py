@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -79,10 +80,68 @@ def test_tiny_benchmark(tmp_path):
     assert (tmp_path / "accuracy_vs_ls.png").is_file() and (tmp_path / "pf_time.png").is_file()
 
 
+def _tiny(tmp_path, **kw) -> config.BenchConfig:
+    return config.BenchConfig(**{**dict(corruptions=("gaussian_noise",), seeds=1, ks=(1,), ablation_ks=(1,), steps=2,
+                                        eval_images=200, finetune_images=128, practise_steps=2, sweep_images=200,
+                                        profile_budget_s=1.0, latency_budget_s=0.5, allow_random_weights=True,
+                                        severity_override={"gaussian_noise": 3}, out=tmp_path), **kw})
+
+
+def test_units_keep_the_plan_order_whatever_order_they_finish_in(tmp_path, monkeypatch):
+    """Parallel workers finish units in any order; rows and units_done stay in the plan's order."""
+    from types import SimpleNamespace
+
+    from benchlib import driver
+
+    setups = {m: SimpleNamespace(streams=[("gaussian_noise", 3), ("clean", 0)], savings={"b": 0.1})
+              for m in ("fmnist_resnet", "fmnist_mobilenetv2")}
+    cfg = _tiny(tmp_path, seeds=2)
+    units = driver.plan_units(cfg, setups)
+    plan = [(u.params["seed"], u.params["model"], u.params["corruption"], u.params["row"]) for u in units]
+    assert plan == [(0, "fmnist_resnet", "gaussian_noise", 0), (0, "fmnist_mobilenetv2", "gaussian_noise", 0),
+                    (0, "fmnist_resnet", "clean", 1), (0, "fmnist_mobilenetv2", "clean", 1),
+                    (1, "fmnist_resnet", "gaussian_noise", 2), (1, "fmnist_mobilenetv2", "gaussian_noise", 2),
+                    (1, "fmnist_resnet", "clean", 3), (1, "fmnist_mobilenetv2", "clean", 3)]
+    monkeypatch.setattr(driver, "write_outputs", lambda result, cfg: None)
+    result = driver.new_result(cfg, {}, None)
+    collect = driver._Collector(result, units, cfg, lambda m: None)
+    worker = {"host": "h", "pid": 1, "load_avg_start": [0.5, 0.5, 0.5]}
+    for i in reversed(range(len(units))):
+        collect(units[i], {"status": "ok", "worker": worker,
+                           "result": {"rows": [{"unit": i}], "order": {}, "seconds": 1.0, "latency": {}}})
+    assert [r["unit"] for r in result["rows"]] == list(range(len(units)))
+    assert [u["corruption"] for u in result["units_done"][:2]] == ["gaussian_noise", "gaussian_noise"]
+    assert all(u["worker"] == worker for u in result["units_done"])  # each unit names its worker
+    collect(units[0], {"status": "failed", "error": "ValueError: x", "worker": worker})
+    assert result["units_failed"][0]["error"] == "ValueError: x"
+
+
+@pytest.mark.slow  # two tiny benchmarks (~2 x 60 s here) and a Ray start
+def test_ray_engine_gives_the_serial_accuracies(tmp_path):
+    pytest.importorskip("ray", reason="Ray is the optional edgeprune[fleet] extra")
+    bench = _bench()
+    runs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        if engine == "ray":  # the same measured latency profile (the plans depend on it) and severities
+            shutil.copytree(tmp_path / "local", out, ignore=shutil.ignore_patterns("results.*", "*.png"))
+        cfg = _tiny(out, models=("fmnist_resnet",), mixed=False, engine=engine, workers=2)
+        runs[engine] = bench.run_benchmark(cfg, log=lambda m: None)
+    key = lambda r: (r["corruption"], r["method"], r["criterion"], r["finetune"], r["k"])  # noqa: E731
+    local, ray_ = ({key(r): r for r in runs[e]["rows"]} for e in ("local", "ray"))
+    assert local.keys() == ray_.keys() and len(local) > 20
+    for k in local:
+        assert local[k]["accuracy"] == ray_[k]["accuracy"] and local[k]["removed"] == ray_[k]["removed"], k
+    pids = {u["worker"]["pid"] for u in runs["ray"]["units_done"]}
+    assert len(runs["ray"]["units_done"]) == 2 and all(u["worker"]["device"] for u in runs["ray"]["units_done"])
+    assert {u["worker"]["pid"] for u in runs["local"]["units_done"]} != pids  # the Ray units ran in Ray workers
+
+
 def test_parse_quick():
     bench = _bench()
     cfg, mode = bench.parse_args(["--quick", "--seeds", "2"])
     assert mode == "run" and cfg.quick and cfg.seeds == 2 and len(cfg.corruptions) == 1 and cfg.steps < 500
+    assert cfg.engine == "local" and bench.parse_args(["--engine", "ray", "--workers", "2"])[0].workers == 2
     assert not provenance.is_published(cfg.out) and not cfg.allow_dirty
     cfg, mode = bench.parse_args(["--allow-dirty", "--ks", "3", "--render-only"])
     assert mode == "render" and cfg.allow_dirty and cfg.ks == (3,) and provenance.is_published(cfg.out)
@@ -239,3 +298,14 @@ def test_baselines_get_the_papers_recipe():
     adapt = config.recipe_summary(adapt_recipe())
     assert {k: v for k, v in mine.items() if k not in ("steps", "micro_batch")} == \
         {k: v for k, v in adapt.items() if k not in ("steps", "micro_batch")}
+
+
+def test_time_ratios_compare_methods_of_one_unit_only():
+    """A unit on a slow (loaded) worker must not weigh more: per-unit ratios, geometric mean."""
+    from benchlib.summary import unit_ratio
+
+    rows = [{"model": "m", "seed": s, "corruption": "gaussian_noise", "k": 3, "method": meth, "pf_s": pf}
+            for s, meth, pf in ((0, "TT-MPD", 10.0), (0, "ratio+continuous", 20.0),  # a loaded worker
+                                (1, "TT-MPD", 1.0), (1, "ratio+continuous", 4.0), (2, "TT-MPD", 3.0))]  # seed 2: no pair
+    assert unit_ratio(rows, "TT-MPD", "ratio+continuous") == pytest.approx((0.5 * 0.25) ** 0.5)
+    assert unit_ratio(rows, "TT-MPD", "practise+continuous") is None

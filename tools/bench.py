@@ -3,6 +3,7 @@ side by side in ONE process, plus the "beyond the paper" BatchNorm-statistics ex
 
     python tools/bench.py [--quick] [--seeds N] [--corruptions C ...] [--models M ...] [--out DIR]
                           [--steps S] [--eval-images N] [--ks 1 3 5] [--time-budget SECONDS] [--allow-dirty]
+                          [--engine local|ray] [--address ADDR] [--workers N]
 
 Models: fmnist_resnet and fmnist_mobilenetv2 (tools/train_source.py). Seeds are the outer loop,
 models inside, so a run cut by ``--time-budget`` keeps every model.
@@ -23,6 +24,12 @@ is measured with ONNX Runtime (1 thread, interleaved medians, cached per set). M
 balanced order (rotations and reversals across units, recorded per unit) so slow drift of this
 shared machine favours none. Everything runs with ``torch.set_num_threads(1)``: on this shared
 2-core machine one thread is the fastest and least noisy setting.
+
+Units run on ``edgeprune.fleet.engine`` (the mechanism ``edgeprune sweep`` uses): ``--engine local``
+(default) one after another in this process, ``--engine ray`` as Ray tasks of 1 CPU each on a local
+Ray with ``--workers`` CPUs (or a cluster at ``--address``); the same seeds give the same rows.
+Each unit records its worker (host, device fingerprint, load average): timings are compared only
+between methods of one unit.
 
 Writes ``results.json`` (rewritten after every unit, so a partial run still yields tables; it
 records the git commit and whether the tree had uncommitted changes), ``results.md`` (generated
@@ -76,9 +83,14 @@ def parse_args(argv=None) -> tuple[BenchConfig, str]:
     ap.add_argument("--time-budget", type=float, default=None, help="seconds; no new unit starts after it")
     ap.add_argument("--allow-dirty", action="store_true",
                     help="publish from a tree with uncommitted changes (recorded in results.json and results.md)")
+    ap.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: units one after another here; ray: each unit a Ray task (pip install 'edgeprune[fleet]')")
+    ap.add_argument("--address", default=None, help="Ray cluster address [default: a local Ray started for the run]")
+    ap.add_argument("--workers", type=int, default=None, help="CPUs of the local Ray [default: all this process may use]")
     a = ap.parse_args(argv)
     cfg = dataclasses.replace(BenchConfig(), **QUICK) if a.quick else BenchConfig()
-    given = {"seeds": a.seeds, "steps": a.steps, "eval_images": a.eval_images, "practise_steps": a.practise_steps,
+    given = {"engine": a.engine, "ray_address": a.address, "workers": a.workers,
+             "seeds": a.seeds, "steps": a.steps, "eval_images": a.eval_images, "practise_steps": a.practise_steps,
              "time_budget_s": a.time_budget, "out": a.out}
     lists = {"corruptions": a.corruptions, "models": a.models, "ks": a.ks, "ablation_ks": a.ablation_ks}
     if a.no_mixed:
@@ -124,7 +136,9 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     print(json.dumps(result["summary"], indent=1, default=float))
-    return 0
+    for failed in result.get("units_failed", []):
+        print(f"unit {failed['model']} {failed['corruption']} seed {failed['seed']} failed: {failed['error']}", file=sys.stderr)
+    return 1 if result.get("units_failed") else 0
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ class BenchConfig:
     out: Path = PUBLISHED
     quick: bool = False
     allow_dirty: bool = False  # publish from a tree with uncommitted changes (said so in the results)
+    engine: str = "local"  # where units run (edgeprune.fleet.engine): local | ray
+    ray_address: str | None = None  # a Ray cluster; None = a local Ray of `workers` CPUs
+    workers: int | None = None
 
 
 # ------------------------------------------------------------------------------- recipes

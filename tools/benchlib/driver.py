@@ -15,9 +15,7 @@ from edgeprune.data.split import split_indices
 from edgeprune.data.transforms import normalise
 from edgeprune.models.blocks import find_blocks
 from edgeprune.models.surgery import remove_blocks
-from edgeprune.models.zoo import load_model
 from edgeprune.pruning.plan import floor_savings, make_plan
-from edgeprune.research.corruptions import corrupt
 from edgeprune.research.fashion_mnist import load_fashion_mnist, to_rgb32
 
 from .config import (
@@ -27,12 +25,11 @@ from .config import (
     recipe_differences,
     recipe_summary,
 )
-from .latency import LatencyCache
 from .methods import recipe_teacher, ttmpd_finetune
 from .outputs import write_outputs
 from .provenance import check_publishable, environment, git_state
-from .streams import MIXED, UnitData, chosen_streams, get_profile, load_or_sweep, mixed_stream, to_nchw
-from .unit import Unit, score_all
+from .streams import MIXED, chosen_streams, get_profile, load_or_sweep
+from .unit import score_all
 
 
 @dataclass
@@ -42,7 +39,6 @@ class ModelSetup:
     blocks: list
     savings: dict
     streams: list[tuple[str, int]]
-    latency: LatencyCache
 
 
 def train_time_pf(setup: ModelSetup, train_px, seed: int, cfg: BenchConfig) -> dict:
@@ -69,7 +65,9 @@ def setup_model(model_name: str, cfg: BenchConfig, test_nhwc, test_y, result: di
     """Weights, blocks, latency profile and the severity of each corruption for one model."""
     from edgeprune.latency.profiles import block_savings
 
-    teacher, entry, source = load_model(model_name, allow_random=cfg.allow_random_weights)
+    from .unit_task import load_teacher
+
+    teacher, entry, source = load_teacher(model_name, cfg)
     result["source_models"][model_name] = source
     blocks = find_blocks(teacher, entry, torch.zeros(1, 3, 32, 32))
     prof = get_profile(model_name, cfg, [b.name for b in blocks])
@@ -79,7 +77,7 @@ def setup_model(model_name: str, cfg: BenchConfig, test_nhwc, test_y, result: di
     result["severity"][model_name] = sweep
     streams, excluded = chosen_streams(sweep, cfg)
     result.setdefault("excluded", {})[model_name] = excluded
-    return ModelSetup(teacher, entry, blocks, savings, streams, LatencyCache(cfg.latency_budget_s))
+    return ModelSetup(teacher, entry, blocks, savings, streams)
 
 
 def new_result(cfg: BenchConfig, provenance: dict, command: str | None = None) -> dict:
@@ -91,35 +89,75 @@ def new_result(cfg: BenchConfig, provenance: dict, command: str | None = None) -
             "rows": [], "severity": {}, "units_done": [], "units_skipped": [], "latency": {}, "source_models": {}}
 
 
-def run_one_unit(result: dict, setup: ModelSetup, unit: dict, sev: int, row: int, inputs: dict, train_pf, cfg) -> float:
-    """One stream of one model and seed (``unit``: model, seed, corruption); returns its seconds."""
-    t = time.perf_counter()
-    seed, corruption = unit["seed"], unit["corruption"]
-    test_nhwc = inputs["test_nhwc"]
-    if corruption == MIXED:
-        px, _ = mixed_stream(test_nhwc, [(c, s) for c, s in setup.streams if c not in (MIXED, "clean")], seed)
-    else:
-        px = test_nhwc if corruption == "clean" else corrupt(test_nhwc, corruption, sev, seed=seed)
-    data = UnitData.cut(to_nchw(px), inputs["labels"], setup.entry, cfg, seed)
-    recipes = {"paper": paper_recipe(cfg, seed), "edgeprune": edgeprune_recipe(cfg, seed)}
-    runner = Unit(unit["model"], setup.teacher, setup.entry, setup.blocks, setup.savings, data, corruption, sev, seed,
-                  cfg, recipes, row=row)
-    result["rows"].extend(runner.run(setup.latency, train_pf))
-    seconds = time.perf_counter() - t
-    result["units_done"].append({**unit, "severity": sev, "seconds": seconds, "order": runner.order})
-    result["latency"][unit["model"]] = setup.latency.details
-    return seconds
+def plan_units(cfg: BenchConfig, setups: dict) -> list:
+    """One engine unit per (seed, model, stream), seeds outermost (a run cut by the time budget keeps
+    every model); within a seed the corrupted streams before the clean ones (the longer units first,
+    which packs parallel workers better). ``row`` is the unit's row of the balanced-order design."""
+    from edgeprune.fleet.engine import UnitSpec
+
+    from .unit_task import config_to_params
+
+    params = config_to_params(cfg)
+    units = []
+    for seed in range(cfg.seeds):
+        for clean_pass in (False, True):
+            for model_name, setup in setups.items():
+                for i, (corruption, sev) in enumerate(setup.streams):
+                    if (corruption == "clean") != clean_pass:
+                        continue
+                    mixed_of = [[c, s] for c, s in setup.streams if c not in (MIXED, "clean")] if corruption == MIXED else []
+                    units.append(UnitSpec({"model": model_name, "seed": seed, "corruption": corruption, "severity": sev,
+                                           "mixed_of": mixed_of, "row": seed * len(setup.streams) + i,
+                                           "savings": setup.savings, "config": params}))
+    return units
 
 
 def load_inputs() -> dict:
     test_x, test_y = load_fashion_mnist("test")
-    return {"test_nhwc": to_rgb32(test_x), "test_y": test_y, "labels": torch.from_numpy(test_y),
-            "train_px": to_nchw(to_rgb32(load_fashion_mnist("train")[0]))}
+    return {"test_nhwc": to_rgb32(test_x), "test_y": test_y}
+
+
+class _Collector:
+    """Unit outcomes as they arrive (any order), kept in the plan's order in ``result``."""
+
+    def __init__(self, result: dict, units: list, cfg: BenchConfig, stamp):
+        self.result, self.cfg, self.stamp = result, cfg, stamp
+        self.index = {u.key: i for i, u in enumerate(units)}
+        self.done: dict[int, tuple] = {}
+
+    def __call__(self, unit, outcome: dict) -> None:
+        p = unit.params
+        unit_id = {"model": p["model"], "seed": p["seed"], "corruption": p["corruption"]}
+        if outcome["status"] != "ok":
+            self.result.setdefault("units_failed", []).append({**unit_id, "error": outcome["error"],
+                                                               "traceback": outcome.get("traceback")})
+            self.stamp(f"FAILED {p['model']} {p['corruption']} seed {p['seed']}: {outcome['error']}")
+            return
+        self.done[self.index[unit.key]] = (unit_id, p["severity"], outcome)
+        res = self.result
+        res["rows"], res["units_done"] = [], []
+        for _, (uid, sev, out) in sorted(self.done.items()):
+            r = out["result"]
+            res["rows"].extend(r["rows"])
+            res["units_done"].append({**uid, "severity": sev, "seconds": r["seconds"], "order": r["order"],
+                                      "worker": out["worker"]})
+            res["latency"].setdefault(uid["model"], {}).update(r["latency"])
+        write_outputs(res, self.cfg)
+        w = outcome["worker"]
+        self.stamp(f"done {p['model']} {p['corruption']} (sev {p['severity']}) seed {p['seed']} in "
+                   f"{outcome['result']['seconds']:.0f}s on {w['host']}:{w['pid']} (load {w['load_avg_start'][0]:.1f})")
 
 
 def run_benchmark(cfg: BenchConfig, log=print, command: str | None = None) -> dict:
-    """Every unit of ``cfg``; refuses (UsageError) to publish from an uncommitted tree. ``command``
+    """Every unit of ``cfg`` on ``cfg.engine`` (edgeprune.fleet.engine: "local" = one after another
+    here, "ray" = Ray tasks); refuses (UsageError) to publish from an uncommitted tree. ``command``
     (the command line) is recorded in the results."""
+    from edgeprune.fleet.engine import require_ray, run_units
+
+    from .unit_task import TARGET, TOOLS
+
+    if cfg.engine == "ray":
+        require_ray()
     cfg.out = Path(cfg.out)
     provenance = check_publishable(cfg, git_state(cfg.out))
     torch.set_num_threads(1)
@@ -131,22 +169,13 @@ def run_benchmark(cfg: BenchConfig, log=print, command: str | None = None) -> di
     inputs = load_inputs()
     result = new_result(cfg, provenance, command)
     setups = {m: setup_model(m, cfg, inputs["test_nhwc"], inputs["test_y"], result, stamp) for m in cfg.models}
-    for seed in range(cfg.seeds):
-        for model_name, setup in setups.items():
-            if over():
-                result["units_skipped"].append({"model": model_name, "seed": seed, "reason": "time budget"})
-                continue
-            stamp(f"{model_name} seed {seed}: train-time PF")
-            train_pf = train_time_pf(setup, inputs["train_px"], seed, cfg)
-            for i, (corruption, sev) in enumerate(setup.streams):
-                unit = {"model": model_name, "seed": seed, "corruption": corruption}
-                if over():
-                    result["units_skipped"].append({**unit, "reason": "time budget"})
-                    continue
-                seconds = run_one_unit(result, setup, unit, sev, seed * len(setup.streams) + i, inputs, train_pf, cfg)
-                result["elapsed_s"] = clock()
-                write_outputs(result, cfg)
-                stamp(f"done {model_name} {corruption} (sev {sev}) seed {seed} in {seconds:.0f}s")
+    units = plan_units(cfg, setups)
+    result["setup_s"] = clock()
+    stamp(f"{len(units)} units on engine {cfg.engine}")
+    left = run_units(units, TARGET, cfg.engine, on_done=_Collector(result, units, cfg, stamp), should_start=lambda: not over(),
+                     address=cfg.ray_address, workers=cfg.workers, paths=[TOOLS])
+    result["units_skipped"] += [{k: u.params[k] for k in ("model", "seed", "corruption")} | {"reason": "time budget"}
+                                for u in left]
     result["elapsed_s"] = clock()
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_outputs(result, cfg)

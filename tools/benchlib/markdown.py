@@ -51,13 +51,19 @@ def _yn(b) -> str:
     return "met" if b else ("MISSED" if b is not None else "not measured")
 
 
+def _of_means(v) -> str:
+    m = v.get("pf_ratio_of_means")  # results from before per-unit ratios have none
+    return "" if m is None else f"; ratio of the means {m:.2f}"
+
+
 def _vs_ratio(v) -> str:
-    return (f"- TT-MPD PF time vs ratio + continuous KD: **{v['pf_ratio']:.2f}x** (goal <= 0.5x), accuracy difference "
+    return (f"- TT-MPD PF time vs ratio + continuous KD: **{v['pf_ratio']:.2f}x** (goal <= 0.5x; geometric mean of the "
+            f"per-unit ratios{_of_means(v)}), accuracy difference "
             f"**{v['acc_diff']:+.2f}** points (goal >= -0.5): **{_yn(v['met'])}**.")
 
 
 def _vs_practise(v) -> str:
-    return (f"- TT-MPD PF time vs Practise + continuous KD: **1/{1 / v['pf_ratio']:.1f}** (goal <= 1/30), accuracy "
+    return (f"- TT-MPD PF time vs Practise + continuous KD: **1/{1 / v['pf_ratio']:.1f}** (goal <= 1/30{_of_means(v)}), accuracy "
             f"difference **{v['acc_diff']:+.2f}** points (goal within 1): **{_yn(v['met'])}**.")
 
 
