@@ -137,10 +137,15 @@ def _run_ray(units, target, on_done, should_start, address, workers, paths) -> l
     if started_here:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=workers or _default_workers(), **kwargs)
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=workers or _default_workers(), **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise BackendUnavailable(f"cannot start or join {where}: {str(exc).strip().splitlines()[0][:200]}",
+                                     "check --address (ray://HOST:10001 or HOST:6379), or use --engine local") from None
     try:
         remote = ray.remote(execute)
         room = ray.cluster_resources().get("CPU", 1.0)
