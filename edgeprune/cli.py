@@ -378,6 +378,10 @@ from .latency.profiles_command import app as _profiles_app  # noqa: E402
 app.add_typer(_profiles_app, name="profiles")
 app.command(name="sweep")(_sweep)
 
+from .watch.command import register as _register_watch  # noqa: E402 (edgeprune watch, in its own module)
+
+_register_watch(app, RichReporter)
+
 
 def _on_signal(signum, frame):
     STATE["interrupted"] = True

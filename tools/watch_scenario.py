@@ -1,0 +1,228 @@
+"""The field-loop scenario: ``edgeprune watch --once`` cycles on a stream of real labelled images.
+
+    python tools/watch_scenario.py [--workdir DIR] [--out DIR] [--chunk 300] [--chunks-per-phase 2]
+                                   [--conditions clean,gaussian_noise,contrast,clean] [--severity 3]
+                                   [--steps 150] [--blocks 3] [--eval-images 1000] [--allow-dirty]
+
+Fashion-MNIST test images (edgeprune.research.fashion_mnist) are split into a stream pool and a
+disjoint labelled evaluation pool. The stream goes through the conditions in order (ImageNet-C
+corruptions from edgeprune.research.corruptions at --severity; "clean" = none), each phase fed
+into the watched folder as --chunks-per-phase chunks of --chunk PNG files (written to a hidden
+name, then renamed: complete files). After each chunk one ``edgeprune watch --once --json`` runs
+as its own process (the CLI as a cron job would run it). Recorded per cycle: the decision and its
+drift evidence, the gate, wall time; and the accuracy on the current condition's evaluation
+images of the source model, of the version deployed before the cycle and of the one after.
+
+Goals checked (issue 14): re-adaptation exactly at the phase starts (the first cycle adapts from
+nothing; no adaptation on an unchanged stream), each promoted model more accurate on the new
+condition than the one it replaces, no promoted model less accurate than the source model on
+the current condition; time per cycle. Writes watch.json and watch.md into --out (default
+docs/benchmarks: a committed tree only, unless --allow-dirty, which the results then say).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+TOOLS = Path(__file__).resolve().parent
+ROOT = TOOLS.parent
+if str(TOOLS) not in sys.path:  # benchlib sits beside this script
+    sys.path.insert(0, str(TOOLS))
+
+from benchlib.provenance import git_state
+
+from edgeprune.errors import UsageError
+from edgeprune.models.surgery import load_manifest
+from edgeprune.models.zoo import RANDOM, load_model
+from edgeprune.pipeline.fidelity import logits
+from edgeprune.research.corruptions import corrupt
+from edgeprune.research.fashion_mnist import load_fashion_mnist, to_rgb32
+from edgeprune.research.source_models import pretrained_path
+
+MODEL = "fmnist_resnet"
+OWN = ("watch.json", "watch.md")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", type=Path, default=ROOT / "out" / "watch_scenario")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    ap.add_argument("--chunk", type=int, default=300)
+    ap.add_argument("--chunks-per-phase", type=int, default=2)
+    ap.add_argument("--conditions", default="clean,gaussian_noise,contrast,clean")
+    ap.add_argument("--severity", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--blocks", type=int, default=3)
+    ap.add_argument("--eval-images", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--allow-dirty", action="store_true")
+    return ap.parse_args(argv)
+
+
+def condition(images: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
+    return images if name == "clean" else corrupt(images, name, severity, seed=seed)
+
+
+def to_nchw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
+
+
+def accuracy(model, entry, pixels: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits(model, entry, pixels, 250).argmax(1) == labels).float().mean())
+
+
+def feed(folder: Path, chunk: np.ndarray, tag: str) -> None:
+    """Write a chunk as PNG files: each to a hidden name first, then renamed (a complete file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(chunk):
+        tmp, final = folder / f".{tag}_{i:04d}.png", folder / f"{tag}_{i:04d}.png"
+        Image.fromarray(img).save(tmp)
+        os.replace(tmp, final)
+
+
+def make_profile(path: Path) -> Path:
+    from edgeprune.latency.measurement import run_profile
+    from edgeprune.latency.profiles import save_profile
+
+    if not path.exists():
+        save_profile(run_profile(MODEL, backend="onnxruntime", resolution=32, weights=RANDOM, budget_s=20, threads=1), path)
+    return path
+
+
+def run_cycle(args, stream: Path, deploy: Path, profile: Path) -> tuple[list[dict], float]:
+    cmd = [sys.executable, "-m", "edgeprune.cli", "watch", "-i", str(stream), "-d", str(deploy), "-m", MODEL,
+           "--weights", str(pretrained_path(MODEL)), "--profile", str(profile), "-k", str(args.blocks),
+           "--steps", str(args.steps), "--settle", "0", "--once", "--json"]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"watch failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")], wall
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    state = git_state(args.out, ROOT)
+    state["dirty_paths"] = [p for p in state["dirty_paths"] if Path(p).name not in OWN]
+    state["dirty"] = bool(state["dirty_paths"]) if state["dirty"] is not None else None
+    if state["dirty"] is not False and not args.allow_dirty and args.out.resolve() == (ROOT / "docs" / "benchmarks").resolve():
+        raise UsageError("refusing to publish from a tree with uncommitted changes; commit first, or --allow-dirty")
+    if not pretrained_path(MODEL).exists():
+        raise UsageError(f"no trained {MODEL} at {pretrained_path(MODEL)}", f"python tools/train_source.py --model {MODEL}")
+    torch.set_num_threads(1)
+    source, entry, _ = load_model(MODEL, pretrained_path(MODEL))
+    conditions = args.conditions.split(",")
+    images, labels = load_fashion_mnist("test")
+    order = np.random.default_rng(args.seed).permutation(len(labels))
+    per_phase = args.chunk * args.chunks_per_phase
+    stream_idx, eval_idx = order[: per_phase * len(conditions)], order[-args.eval_images:]
+    rgb = to_rgb32(images)
+    eval_y = torch.from_numpy(labels[eval_idx])
+    evals = {c: to_nchw(condition(rgb[eval_idx], c, args.severity, seed=1000)) for c in set(conditions)}
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    stream, deploy = args.workdir / "stream", args.workdir / "deploy"
+    profile = make_profile(args.workdir.parent / f"watch_scenario_profile_{MODEL}.json")
+    cycles, started = [], time.perf_counter()
+    for p, cond in enumerate(conditions):
+        phase_px = condition(rgb[stream_idx[p * per_phase:(p + 1) * per_phase]], cond, args.severity, seed=p)
+        for c in range(args.chunks_per_phase):
+            before = _current(deploy)
+            feed(stream / f"p{p}_{cond}", phase_px[c * args.chunk:(c + 1) * args.chunk], f"c{c}")
+            records, wall = run_cycle(args, stream, deploy, profile)
+            rec = next(r for r in records if r.get("event") == "cycle")
+            after = _current(deploy)
+            cycles.append(_row(p, c, cond, rec, wall, before, after, source, entry, evals[cond], eval_y, deploy))
+            print(json.dumps({k: cycles[-1][k] for k in ("phase", "chunk", "condition", "action", "wall_s", "acc_source",
+                                                          "acc_before", "acc_after")}), flush=True)
+    result = {"command": "python tools/watch_scenario.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "git": state, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "cycles": cycles, "goals": goals(cycles, args.chunks_per_phase), "total_s": time.perf_counter() - started}
+    write(args.out, result)
+
+
+def _current(deploy: Path) -> int | None:
+    try:
+        return json.loads((deploy / "current.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _row(p, c, cond, rec, wall, before, after, source, entry, px, y, deploy) -> dict:
+    def acc(version):
+        return None if version is None else accuracy(load_manifest(deploy / "versions" / str(version) / "model.pt")[0], entry, px, y)
+
+    drift = rec.get("drift") or {}
+    gate = rec.get("gate") or {}
+    return {"phase": p, "chunk": c, "condition": cond, "action": rec["action"], "reason": rec.get("reason"),
+            "version_before": before, "version_after": after, "wall_s": wall, "cycle_s": rec["seconds"].get("total"),
+            "adapt_s": rec["seconds"].get("adapt_total"),
+            "drift": {k: drift.get(k) for k in ("bn_divergence", "entropy", "entropy_reference", "agreement",
+                                                 "agreement_reference", "reasons")} if drift else None,
+            "gate": {"passed": gate.get("passed"), "reasons": gate.get("reasons"),
+                     "candidate_agreement": (gate.get("candidate") or {}).get("agreement"),
+                     "deployed_agreement": (gate.get("deployed") or {}).get("agreement")} if gate else None,
+            "acc_source": accuracy(source, entry, px, y), "acc_before": acc(before), "acc_after": acc(after)}
+
+
+def goals(cycles: list[dict], per_phase: int) -> dict:
+    adapted_at = [(r["phase"], r["chunk"]) for r in cycles if r["action"] in ("promoted", "rejected")]
+    expected = [(r["phase"], 0) for r in cycles if r["chunk"] == 0]
+    promoted = [r for r in cycles if r["action"] == "promoted"]
+    better = [r for r in promoted if r["acc_before"] is not None]
+    return {
+        "adapts_exactly_at_drift_points": {"met": adapted_at == expected, "adapted_at": adapted_at, "expected": expected},
+        "promoted_beats_replaced": {"met": all(r["acc_after"] > r["acc_before"] for r in better),
+                                    "pairs": [(r["phase"], r["acc_before"], r["acc_after"]) for r in better]},
+        "promoted_not_below_source": {"met": all(r["acc_after"] >= r["acc_source"] for r in promoted),
+                                      "pairs": [(r["phase"], r["acc_source"], r["acc_after"]) for r in promoted]},
+        "time_per_cycle_s": {"max": max(r["wall_s"] for r in cycles), "mean": sum(r["wall_s"] for r in cycles) / len(cycles),
+                             "adapting_max": max((r["wall_s"] for r in promoted), default=None)},
+    }
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def write(out: Path, result: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "watch.json").write_text(json.dumps(result, indent=1) + "\n")
+    g, s = result["goals"], result["settings"]
+    lines = ["# `edgeprune watch` on a drifting stream (Fashion-MNIST)", "",
+             f"Command: `{result['command']}` at commit `{result['git']['commit']}`"
+             + (" (uncommitted changes: --allow-dirty)" if result["git"]["dirty"] else "") + ".", "",
+             f"Stream: {s['chunk']} images per chunk, {s['chunks_per_phase']} chunks per condition, conditions "
+             f"{s['conditions']} (ImageNet-C severity {s['severity']}); one `edgeprune watch --once --json` process per chunk; "
+             f"`-k {s['blocks']} --steps {s['steps']}`, every other option at its default. Accuracy on {s['eval_images']} "
+             "labelled evaluation images of the current condition, never fed to the watcher.", "",
+             "| cycle | condition | decision | BN divergence | version before -> after | source | before | after | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(result["cycles"], 1):
+        bn = (r["drift"] or {}).get("bn_divergence")
+        lines.append(f"| {i} | {r['condition']} (chunk {r['chunk'] + 1}) | {r['action']} | {'-' if bn is None else f'{bn:.3f}'} | "
+                     f"{r['version_before']} -> {r['version_after']} | {_pct(r['acc_source'])} | {_pct(r['acc_before'])} | "
+                     f"{_pct(r['acc_after'])} | {r['wall_s']:.1f} |")
+    lines += ["", "## Goals", ""]
+    for name, v in g.items():
+        if "met" in v:
+            lines.append(f"- **{name}**: {'met' if v['met'] else 'MISSED'} ({json.dumps({k: x for k, x in v.items() if k != 'met'})})")
+        else:
+            lines.append(f"- **{name}**: {json.dumps(v)}")
+    lines += ["", "Decisions and gate reasons per cycle are in watch.json (`cycles[].reason`, `cycles[].gate`).", ""]
+    (out / "watch.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
