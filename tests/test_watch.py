@@ -62,9 +62,11 @@ def put_images(folder: Path, n: int, start: int = 0, shifted: bool = False, seed
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     # in-process cycles: no thread-count probe (the CLI's children get OMP_NUM_THREADS=1 too)
-    before = os.environ.get("OMP_NUM_THREADS")
+    before, threads = os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
     os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)  # tiny convolutions: a second thread only waits on a shared CPU
     yield
+    torch.set_num_threads(threads)
     if before is None:
         os.environ.pop("OMP_NUM_THREADS")
     else:

@@ -179,7 +179,8 @@ def _shadow(ctx: Context, prep: Prepared, distilled: Distilled, cur: Current | N
 def _write_version(ctx: Context, prep: Prepared, distilled: Distilled, verdict: Verdict, rec: dict, folder, version: int,
                    cur: Current | None) -> None:
     adapted = prep.images.pixels[prep.finetune_idx]
-    agreement = fidelity_metrics(distilled.logits_original, distilled.logits_after)["agreement"]
+    whole = prep.images.pixels  # the agreement reference: every image of the window, for a steadier figure
+    agreement = fidelity_metrics(logits(prep.original, ctx.entry, whole), logits(distilled.student, ctx.entry, whole))["agreement"]
     ref = reference_of(distilled.student, prep.original, ctx.entry, adapted, agreement)
     probe = prep.images.pixels[prep.held][:PROBE_IMAGES]
     record = {"version": version, "cycle": rec["cycle"], "created": _stamp(), "parent": cur.version if cur else None,

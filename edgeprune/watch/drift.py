@@ -14,9 +14,9 @@ promoted (its ``Reference``, kept in the version folder):
    on the newest images against the adapted-on images. Drift when it rose or fell by more than
    ``entropy`` (``ENTROPY_SHIFT``).
 3. **Deployed vs original agreement** on a shadow sample (up to ``SHADOW_SAMPLE`` newest images):
-   top-1 agreement of the deployed model with the original against the agreement measured on the
-   version's held-out images at promotion. Drift when it fell by more than ``agreement``
-   (``AGREEMENT_DROP``).
+   top-1 agreement of the deployed model with the original against the agreement measured at
+   promotion on all the images of its window (adapted-on and held out). Drift when it fell by
+   more than ``agreement`` (``AGREEMENT_DROP``).
 
 Drift is declared when any signal crosses its threshold; the evidence (every value, threshold and
 the layers that moved most) goes into the cycle's JSON line and history.jsonl. The defaults were
@@ -37,7 +37,7 @@ from ..pipeline.fidelity import logits
 BN_DIVERGENCE = 0.05
 ENTROPY_SHIFT = 0.10
 AGREEMENT_DROP = 0.10
-SHADOW_SAMPLE = 128
+SHADOW_SAMPLE = 512
 VAR_FLOOR = 0.01  # x the layer's median reference variance
 
 
@@ -55,7 +55,7 @@ class Reference:
     bn: dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (mean, var) of its input
     entropy: float  # the original's mean normalised entropy on the adapted-on images
     confidence: float  # the original's mean max softmax on them
-    agreement: float  # deployed vs original top-1 agreement on the version's held-out images
+    agreement: float  # deployed vs original top-1 agreement on the version's window at promotion
 
 
 @dataclass
