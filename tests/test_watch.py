@@ -243,6 +243,16 @@ def test_gate_refuses_a_worse_candidate_and_keeps_current(W, deployed, monkeypat
     assert DeployFolder(deploy).complete_versions() == [1] and leftovers(deploy) == []
 
 
+def test_a_rejected_first_candidate_is_not_retried_on_the_same_images(W, tmp_path):
+    put_images(tmp_path / "stream", 40)
+    deploy, seen = tmp_path / "deploy", []
+    closed = GateRules(min_agreement=1.01)  # no candidate can pass
+    run_watch(options(W, tmp_path / "stream", deploy, gate=closed), emit=seen.append)
+    run_watch(options(W, tmp_path / "stream", deploy, gate=closed), emit=seen.append)
+    assert [r["action"] for r in seen] == ["rejected", "wait"] and "below the floor" in seen[0]["reason"]
+    assert DeployFolder(deploy).current() is None and DeployFolder(deploy).complete_versions() == []
+
+
 # ====================================================================== versions
 def test_promotion_pointer_keep_and_rollback(W, deployed):
     stream, deploy = deployed

@@ -96,11 +96,13 @@ def run_cycle(ctx: Context, state: WatchState, window: Window) -> dict:
 def _decide(ctx: Context, state: WatchState, window: Window, cur: Current | None, rec: dict) -> int:
     """How many of the newest images to adapt on (0: no adaptation this cycle); sets rec's decision."""
     opts = ctx.options
-    if cur is None:
-        if len(window) >= opts.min_adapt:
+    if cur is None:  # adapt on the whole window; after a rejected first candidate, only once new images came
+        if len(window) >= opts.min_adapt and state.unjudged >= min(opts.min_new, opts.min_adapt):
+            state.unjudged = 0
             rec.update(action="adapt", reason="no model deployed yet")
             return len(window)
-        rec.update(action="wait", reason=f"no model deployed yet: {len(window)} of the {opts.min_adapt} images needed")
+        rec.update(action="wait", reason=f"no model deployed yet: {len(window)} images ({opts.min_adapt} needed), "
+                                         f"{state.unjudged} new since the last attempt")
         return 0
     if state.unjudged < opts.min_new:
         rec.update(action="wait", reason=f"{state.unjudged} new images; a drift decision needs {opts.min_new}")
