@@ -47,14 +47,12 @@ class Context:
 
 
 def load_context(options: WatchOptions, folder: DeployFolder, reporter: Reporter) -> Context:
-    from ..latency.profiles import load_profile
-
-    model_name, profile = resolve_profile(options.model, options.profile, reporter)
-    options.model, options.profile = model_name, profile
+    model_name, location, profile, _ = resolve_profile(options.model, options.profile, reporter)
+    options.model, options.profile = model_name, location  # every cycle adapts with this profile
     original, entry, source = load_model(model_name, options.weights)
     if source == RANDOM:
         raise ModelError("refusing to watch with a model with random weights", "pass --weights PATH")
-    return Context(options, folder, model_name, entry, int(load_profile(profile)["resolution"]), original.eval(), reporter)
+    return Context(options, folder, model_name, entry, int(profile["resolution"]), original.eval(), reporter)
 
 
 class Rejected(Exception):

@@ -59,7 +59,7 @@ def _prepare_folder(folder: DeployFolder, options: WatchOptions, reporter: Repor
     from ..pipeline.prepare import resolve_profile
 
     if options.model is None:  # the deploy folder records the model: resolve the short form first
-        options.model, options.profile = resolve_profile(None, options.profile, reporter)
+        options.model, options.profile, _, _ = resolve_profile(None, options.profile, reporter)
     folder.open(options.model, options.images)
     return folder.root
 
