@@ -105,7 +105,8 @@ def run_cycle(args, stream: Path, deploy: Path, profile: Path) -> tuple[list[dic
            "--weights", str(pretrained_path(MODEL)), "--profile", str(profile), "-k", str(args.blocks),
            "--steps", str(args.steps), "--settle", "0", "--once", "--json"]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # one thread: steady on a shared CPU
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"watch failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

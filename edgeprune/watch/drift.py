@@ -34,7 +34,7 @@ from torch import nn
 from ..models.zoo import ZooEntry
 from ..pipeline.fidelity import logits
 
-BN_DIVERGENCE = 0.05
+BN_DIVERGENCE = 0.02
 ENTROPY_SHIFT = 0.10
 AGREEMENT_DROP = 0.10
 SHADOW_SAMPLE = 512
