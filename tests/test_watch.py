@@ -114,7 +114,7 @@ def assert_current_intact(deploy: Path, version: int) -> None:
     assert cur.version == version
     assert os.readlink(deploy / "current") == f"versions/{version}"
     check = verify_version(cur.path)
-    assert check["ok"] and check["images"] > 0, check
+    assert check["ok"] and check["images"] > 0 and check["onnx"]["passed"], check
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,9 @@ class WatchOptions:
     thresholds: Thresholds = field(default_factory=Thresholds)
     gate: GateRules = field(default_factory=GateRules)
 
+    def __post_init__(self):
+        self.images, self.deploy = Path(self.images), Path(self.deploy)
+
     def validate(self) -> None:
         for name in ("window", "min_new", "min_adapt", "keep", "prune_images", "finetune_images"):
             if getattr(self, name) < 1:

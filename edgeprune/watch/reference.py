@@ -49,11 +49,22 @@ def load_reference(folder: Path) -> Reference:
 
 
 def verify_version(folder: Path) -> dict:
-    """Load the version's model.pt and run its probe: {"ok", "max_abs_diff", "images"}."""
+    """Load the version's model.pt (and model.onnx with ONNX Runtime) and run its probe:
+    {"ok", "max_abs_diff", "images", "onnx": parity record or None}."""
+    from ..data.transforms import normalise
+    from ..deploy.ort import ort_session, run_session
+    from ..deploy.parity import compare_outputs
+
     model, manifest = load_manifest(folder / "model.pt")
+    entry = get_entry(manifest["model"])
     t = torch.load(folder / REFERENCE_NAME, weights_only=True)
-    got = logits(model, get_entry(manifest["model"]), t["probe_pixels"])
-    want = t["probe_logits"]
+    got, want = logits(model, entry, t["probe_pixels"]), t["probe_logits"]
     diff = float((got - want).abs().max()) if want.numel() else 0.0
     ok = got.shape == want.shape and diff <= PROBE_ATOL + PROBE_RTOL * float(want.abs().max() if want.numel() else 0)
-    return {"ok": bool(ok), "max_abs_diff": diff, "images": int(want.shape[0])}
+    onnx = None
+    if (folder / "model.onnx").is_file():  # the file a deployment runs: adapt's parity gate, again, on the probe
+        x = normalise(t["probe_pixels"], entry.mean, entry.std).numpy()
+        onnx = compare_outputs(want.numpy(), run_session(ort_session(folder / "model.onnx", threads=1), x),
+                               inputs=f"{len(x)} probe images")
+        ok = ok and onnx["passed"]
+    return {"ok": bool(ok), "max_abs_diff": diff, "images": int(want.shape[0]), "onnx": onnx}

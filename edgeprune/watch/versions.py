@@ -126,9 +126,12 @@ class DeployFolder:
         if cur is None:
             return
         tmp = self.root / f".{CURRENT_LINK}.{os.getpid()}.tmp"
-        tmp.unlink(missing_ok=True)
-        os.symlink(f"{VERSIONS}/{cur.version}", tmp)
-        os.replace(tmp, self.root / CURRENT_LINK)
+        try:
+            tmp.unlink(missing_ok=True)
+            os.symlink(f"{VERSIONS}/{cur.version}", tmp)
+            os.replace(tmp, self.root / CURRENT_LINK)
+        except OSError:  # no symlinks on this file system (FAT...): current.json alone is the pointer
+            tmp.unlink(missing_ok=True)
 
     def rollback(self) -> tuple[int, int]:
         """Point ``current`` at the newest complete promoted version older than it: (from, to)."""
