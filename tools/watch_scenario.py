@@ -2,7 +2,7 @@
 
     python tools/watch_scenario.py [--workdir DIR] [--out DIR] [--chunk 300] [--chunks-per-phase 2]
                                    [--conditions clean,gaussian_noise,contrast,clean] [--severity 3]
-                                   [--steps 150] [--blocks 3] [--eval-images 1000] [--allow-dirty]
+                                   [--steps 150] [--blocks 3 2] [--eval-images 1000] [--allow-dirty]
 
 Fashion-MNIST test images (edgeprune.research.fashion_mnist) are split into a stream pool and a
 disjoint labelled evaluation pool. The stream goes through the conditions in order (ImageNet-C
@@ -16,7 +16,8 @@ images of the source model, of the version deployed before the cycle and of the 
 Goals checked (issue 14): re-adaptation exactly at the phase starts (the first cycle adapts from
 nothing; no adaptation on an unchanged stream), each promoted model more accurate on the new
 condition than the one it replaces, no promoted model less accurate than the source model on
-the current condition; time per cycle. Writes watch.json and watch.md into --out (default
+the current condition; time per cycle. The whole stream runs once per ``--blocks`` value (3 is
+adapt's default; fewer removed blocks keep more accuracy), each with a fresh deploy folder. Writes watch.json and watch.md into --out (default
 docs/benchmarks: a committed tree only, unless --allow-dirty, which the results then say).
 """
 
@@ -63,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--conditions", default="clean,gaussian_noise,contrast,clean")
     ap.add_argument("--severity", type=int, default=3)
     ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--blocks", type=int, default=3)
+    ap.add_argument("--blocks", type=int, nargs="+", default=[3, 2])
     ap.add_argument("--eval-images", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--allow-dirty", action="store_true")
@@ -100,9 +101,9 @@ def make_profile(path: Path) -> Path:
     return path
 
 
-def run_cycle(args, stream: Path, deploy: Path, profile: Path) -> tuple[list[dict], float]:
+def run_cycle(args, k: int, stream: Path, deploy: Path, profile: Path) -> tuple[list[dict], float]:
     cmd = [sys.executable, "-m", "edgeprune.cli", "watch", "-i", str(stream), "-d", str(deploy), "-m", MODEL,
-           "--weights", str(pretrained_path(MODEL)), "--profile", str(profile), "-k", str(args.blocks),
+           "--weights", str(pretrained_path(MODEL)), "--profile", str(profile), "-k", str(k),
            "--steps", str(args.steps), "--settle", "0", "--once", "--json"]
     t = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # one thread: steady on a shared CPU
@@ -133,24 +134,33 @@ def main(argv=None) -> None:
     eval_y = torch.from_numpy(labels[eval_idx])
     evals = {c: to_nchw(condition(rgb[eval_idx], c, args.severity, seed=1000)) for c in set(conditions)}
     shutil.rmtree(args.workdir, ignore_errors=True)
-    stream, deploy = args.workdir / "stream", args.workdir / "deploy"
     profile = make_profile(args.workdir.parent / f"watch_scenario_profile_{MODEL}.json")
-    cycles, started = [], time.perf_counter()
-    for p, cond in enumerate(conditions):
-        phase_px = condition(rgb[stream_idx[p * per_phase:(p + 1) * per_phase]], cond, args.severity, seed=p)
-        for c in range(args.chunks_per_phase):
-            before = _current(deploy)
-            feed(stream / f"p{p}_{cond}", phase_px[c * args.chunk:(c + 1) * args.chunk], f"c{c}")
-            records, wall = run_cycle(args, stream, deploy, profile)
-            rec = next(r for r in records if r.get("event") == "cycle")
-            after = _current(deploy)
-            cycles.append(_row(p, c, cond, rec, wall, before, after, source, entry, evals[cond], eval_y, deploy))
-            print(json.dumps({k: cycles[-1][k] for k in ("phase", "chunk", "condition", "action", "wall_s", "acc_source",
-                                                          "acc_before", "acc_after")}), flush=True)
+    phases = [condition(rgb[stream_idx[p * per_phase:(p + 1) * per_phase]], c, args.severity, seed=p) for p, c in enumerate(conditions)]
+    runs, started = {}, time.perf_counter()
+    for k in args.blocks:
+        cycles = run_stream(args, k, conditions, phases, profile, source, entry, evals, eval_y)
+        runs[str(k)] = {"cycles": cycles, "goals": goals(cycles)}
     result = {"command": "python tools/watch_scenario.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "git": state, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "cycles": cycles, "goals": goals(cycles, args.chunks_per_phase), "total_s": time.perf_counter() - started}
+              "environment": {"torch": torch.__version__, "watch_threads": 1, "load_average": os.getloadavg()},
+              "runs": runs, "total_s": time.perf_counter() - started}
     write(args.out, result)
+
+
+def run_stream(args, k, conditions, phases, profile, source, entry, evals, eval_y) -> list[dict]:
+    """The whole stream into a fresh folder, one ``watch --once`` per chunk, with -k ``k``."""
+    stream, deploy = args.workdir / f"k{k}" / "stream", args.workdir / f"k{k}" / "deploy"
+    cycles = []
+    for p, cond in enumerate(conditions):
+        for c in range(args.chunks_per_phase):
+            before = _current(deploy)
+            feed(stream / f"p{p}_{cond}", phases[p][c * args.chunk:(c + 1) * args.chunk], f"c{c}")
+            records, wall = run_cycle(args, k, stream, deploy, profile)
+            rec = next(r for r in records if r.get("event") == "cycle")
+            cycles.append(_row(p, c, cond, rec, wall, before, _current(deploy), source, entry, evals[cond], eval_y, deploy))
+            print(json.dumps({"k": k, **{f: cycles[-1][f] for f in ("phase", "chunk", "condition", "action", "wall_s",
+                                                                   "acc_source", "acc_before", "acc_after")}}), flush=True)
+    return cycles
 
 
 def _current(deploy: Path) -> int | None:
@@ -177,7 +187,7 @@ def _row(p, c, cond, rec, wall, before, after, source, entry, px, y, deploy) -> 
             "acc_source": accuracy(source, entry, px, y), "acc_before": acc(before), "acc_after": acc(after)}
 
 
-def goals(cycles: list[dict], per_phase: int) -> dict:
+def goals(cycles: list[dict]) -> dict:
     adapted_at = [(r["phase"], r["chunk"]) for r in cycles if r["action"] in ("promoted", "rejected")]
     expected = [(r["phase"], 0) for r in cycles if r["chunk"] == 0]
     promoted = [r for r in cycles if r["action"] == "promoted"]
@@ -200,28 +210,31 @@ def _pct(v) -> str:
 def write(out: Path, result: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "watch.json").write_text(json.dumps(result, indent=1) + "\n")
-    g, s = result["goals"], result["settings"]
+    s, env = result["settings"], result["environment"]
     lines = ["# `edgeprune watch` on a drifting stream (Fashion-MNIST)", "",
              f"Command: `{result['command']}` at commit `{result['git']['commit']}`"
              + (" (uncommitted changes: --allow-dirty)" if result["git"]["dirty"] else "") + ".", "",
              f"Stream: {s['chunk']} images per chunk, {s['chunks_per_phase']} chunks per condition, conditions "
-             f"{s['conditions']} (ImageNet-C severity {s['severity']}); one `edgeprune watch --once --json` process per chunk; "
-             f"`-k {s['blocks']} --steps {s['steps']}`, every other option at its default. Accuracy on {s['eval_images']} "
-             "labelled evaluation images of the current condition, never fed to the watcher.", "",
-             "| cycle | condition | decision | BN divergence | version before -> after | source | before | after | wall s |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for i, r in enumerate(result["cycles"], 1):
-        bn = (r["drift"] or {}).get("bn_divergence")
-        lines.append(f"| {i} | {r['condition']} (chunk {r['chunk'] + 1}) | {r['action']} | {'-' if bn is None else f'{bn:.3f}'} | "
-                     f"{r['version_before']} -> {r['version_after']} | {_pct(r['acc_source'])} | {_pct(r['acc_before'])} | "
-                     f"{_pct(r['acc_after'])} | {r['wall_s']:.1f} |")
-    lines += ["", "## Goals", ""]
-    for name, v in g.items():
-        if "met" in v:
-            lines.append(f"- **{name}**: {'met' if v['met'] else 'MISSED'} ({json.dumps({k: x for k, x in v.items() if k != 'met'})})")
-        else:
-            lines.append(f"- **{name}**: {json.dumps(v)}")
-    lines += ["", "Decisions and gate reasons per cycle are in watch.json (`cycles[].reason`, `cycles[].gate`).", ""]
+             f"{s['conditions']} (ImageNet-C severity {s['severity']}). After each chunk one `edgeprune watch --once "
+             f"--json` process (one thread) with `--steps {s['steps']}` and every other option at its default; the "
+             f"whole stream once per `-k` in {s['blocks']}, each into a fresh deploy folder. Accuracy on "
+             f"{s['eval_images']} labelled evaluation images of the current condition, never fed to the watcher. "
+             f"Wall time per cycle includes the process start; the machine was shared (load average "
+             f"{env['load_average'][0]:.1f} at the end, 2 cores). Total {result['total_s'] / 60:.1f} min.", ""]
+    for k, run in result["runs"].items():
+        lines += [f"## -k {k}", "", "| cycle | condition | decision | BN divergence | version before -> after | source | before "
+                  "| after | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+        for i, r in enumerate(run["cycles"], 1):
+            bn = (r["drift"] or {}).get("bn_divergence")
+            lines.append(f"| {i} | {r['condition']} (chunk {r['chunk'] + 1}) | {r['action']} | {'-' if bn is None else f'{bn:.3f}'} | "
+                         f"{r['version_before']} -> {r['version_after']} | {_pct(r['acc_source'])} | {_pct(r['acc_before'])} | "
+                         f"{_pct(r['acc_after'])} | {r['wall_s']:.1f} |")
+        lines += ["", "Goals:", ""]
+        for name, v in run["goals"].items():
+            shown = json.dumps({key: x for key, x in v.items() if key != "met"})
+            lines.append(f"- **{name}**: " + (f"{'met' if v['met'] else 'MISSED'} ({shown})" if "met" in v else shown))
+        lines.append("")
+    lines += ["Decisions, drift evidence and gate figures per cycle are in watch.json (`runs[k].cycles[]`).", ""]
     (out / "watch.md").write_text("\n".join(lines))
 
 
