@@ -383,3 +383,27 @@ def test_cli_json_line_status_and_refusals(W, deployed, tmp_path, cli):
     assert sorted(os.listdir(user)) == ["thesis.txt"]
     assert_error(cli("watch", "-d", deploy, "--rollback"), 2, "nothing to roll back to")
     assert_error(cli("watch", "-d", deploy), 2, "--images is required")
+
+
+# ====================================================================== the scenario's goal checks
+def test_scenario_goals_say_met_and_missed():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        from watch_scenario import goals
+    finally:
+        sys.path.pop(0)
+
+    def row(phase, chunk, action, before, after, source=0.5, wall=10.0):
+        return {"phase": phase, "chunk": chunk, "action": action, "acc_before": before, "acc_after": after,
+                "acc_source": source, "wall_s": wall}
+
+    good = [row(0, 0, "promoted", None, 0.9), row(0, 1, "none", 0.9, 0.9), row(1, 0, "promoted", 0.4, 0.8), row(1, 1, "none", 0.8, 0.8)]
+    g = goals(good)
+    assert g["adapts_exactly_at_drift_points"]["met"] and g["promoted_beats_replaced"]["met"]
+    assert g["promoted_not_below_source"]["met"] and g["time_per_cycle_s"]["max"] == 10.0
+    bad = [row(0, 0, "promoted", None, 0.9), row(0, 1, "rejected", 0.9, 0.9), row(1, 0, "promoted", 0.8, 0.7, source=0.75)]
+    g = goals(bad)
+    assert not g["adapts_exactly_at_drift_points"]["met"] and not g["promoted_beats_replaced"]["met"]
+    assert not g["promoted_not_below_source"]["met"]
