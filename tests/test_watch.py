@@ -29,11 +29,12 @@ import edgeprune.watch.cycle
 from edgeprune.errors import OutputError, UsageError
 from edgeprune.models import zoo
 from edgeprune.watch import history
-from edgeprune.watch.drift import Thresholds, bn_input_stats, evaluate, reference_of
-from edgeprune.watch.gate import GateRules, shadow_gate
+from edgeprune.watch.drift import bn_input_stats, evaluate, reference_of
+from edgeprune.watch.gate import shadow_gate
 from edgeprune.watch.loop import run_rollback, run_watch, watch_status
 from edgeprune.watch.options import WatchOptions
 from edgeprune.watch.reference import REFERENCE_NAME, verify_version
+from edgeprune.watch.rules import GateRules, Thresholds
 from edgeprune.watch.versions import DeployFolder
 from edgeprune.watch.window import WatchState, Window, decode_new, scan
 
@@ -407,3 +408,13 @@ def test_scenario_goals_say_met_and_missed():
     g = goals(bad)
     assert not g["adapts_exactly_at_drift_points"]["met"] and not g["promoted_beats_replaced"]["met"]
     assert not g["promoted_not_below_source"]["met"]
+
+
+def test_registering_watch_keeps_torch_out_of_cli_start_up():
+    # adapt sets OMP_WAIT_POLICY before torch loads (cli.py); the watch command must not load torch first
+    import subprocess
+    import sys
+
+    code = "import sys, edgeprune.cli; assert 'torch' not in sys.modules, 'torch imported by the CLI module'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -15,8 +15,7 @@ import typer
 
 from ..errors import UsageError
 from . import options as defaults
-from .drift import Thresholds
-from .gate import GateRules
+from .rules import GateRules, Thresholds
 
 
 def _line(rec: dict) -> str:

@@ -9,14 +9,14 @@ promoted (its ``Reference``, kept in the version folder):
    symmetric KL divergence of the two Gaussians, ``J = (KL(a||b) + KL(b||a)) / 2``; the score is
    the mean over channels, then over layers. Variances are floored at 1% of the layer's median
    reference variance (dead channels would divide by ~0). Drift when the score exceeds
-   ``bn`` (default ``BN_DIVERGENCE``).
+   ``bn`` (default ``rules.BN_DIVERGENCE``).
 2. **The original model's uncertainty**: its mean prediction entropy (divided by ln C, so 0..1)
    on the newest images against the adapted-on images. Drift when it rose or fell by more than
-   ``entropy`` (``ENTROPY_SHIFT``).
+   ``entropy`` (``rules.ENTROPY_SHIFT``).
 3. **Deployed vs original agreement** on a shadow sample (up to ``SHADOW_SAMPLE`` newest images):
    top-1 agreement of the deployed model with the original against the agreement measured at
    promotion on all the images of its window (adapted-on and held out). Drift when it fell by
-   more than ``agreement`` (``AGREEMENT_DROP``).
+   more than ``agreement`` (``rules.AGREEMENT_DROP``).
 
 Drift is declared when any signal crosses its threshold; the evidence (every value, threshold and
 the layers that moved most) goes into the cycle's JSON line and history.jsonl. The BatchNorm
@@ -34,19 +34,10 @@ from torch import nn
 
 from ..models.zoo import ZooEntry
 from ..pipeline.fidelity import logits
+from .rules import Thresholds
 
-BN_DIVERGENCE = 0.02
-ENTROPY_SHIFT = 0.10
-AGREEMENT_DROP = 0.10
 SHADOW_SAMPLE = 512
 VAR_FLOOR = 0.01  # x the layer's median reference variance
-
-
-@dataclass
-class Thresholds:
-    bn: float = BN_DIVERGENCE
-    entropy: float = ENTROPY_SHIFT
-    agreement: float = AGREEMENT_DROP
 
 
 @dataclass

@@ -10,10 +10,10 @@ agreement, top-5 overlap, agreement on the reference's confident images, KL(refe
 
 The candidate is promoted only if all hold:
 
-1. its top-1 agreement with the reference is at least ``min_agreement`` (``MIN_AGREEMENT``):
+1. its top-1 agreement with the reference is at least ``min_agreement`` (``rules.MIN_AGREEMENT``):
    guards a collapsed or diverged distillation, the failure TENT shows on long mixed streams;
 2. with a model deployed: its agreement is at least the deployed model's plus ``min_gain``
-   (``MIN_GAIN``), so an unchanged stream does not churn versions;
+   (``rules.MIN_GAIN``), so an unchanged stream does not churn versions;
 3. with a model deployed: its KL(reference || candidate) is not larger than the deployed model's
    (plus ``max_kl_increase``, default 0).
 
@@ -29,16 +29,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..pipeline.fidelity import fidelity_metrics
-
-MIN_AGREEMENT = 0.70
-MIN_GAIN = 0.01
-
-
-@dataclass
-class GateRules:
-    min_agreement: float = MIN_AGREEMENT
-    min_gain: float = MIN_GAIN
-    max_kl_increase: float = 0.0
+from .rules import GateRules
 
 
 @dataclass

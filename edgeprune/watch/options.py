@@ -13,8 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..pipeline.options import AdaptOptions, adapt_recipe
-from .drift import Thresholds
-from .gate import GateRules
+from .rules import GateRules, Thresholds
 
 WINDOW, MIN_NEW, MIN_ADAPT, SHADOW_FRACTION, SETTLE_S, KEEP, INTERVAL_S = 1000, 64, 128, 0.25, 2.0, 3, 60.0
 MIN_SHADOW = 16  # held-out images the gate needs at the least
