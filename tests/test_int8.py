@@ -131,3 +131,10 @@ def test_bad_settings_are_usage_errors(graph, tmp_path):
         Int8Config(calibration_images=0).validate()
     assert needs_reduce_range(["avx2", "fma"]) and not needs_reduce_range(["avx2", "avx512_vnni"])
     assert not needs_reduce_range(["asimd", "asimddp"])
+
+
+def test_a_static_batch_graph_is_calibrated_gated_and_timed_at_its_batch(tmp_path):
+    fp32 = export_onnx(_net(), torch.zeros(2, 3, 16, 16), tmp_path / "b2.onnx")
+    rec = build_int8(fp32, tmp_path / "b2.int8.onnx", _images(8, seed=0), _images(16, seed=1), Int8Config(timing=FAST))
+    assert rec["written"] and rec["calibration"]["images"] == 8 and rec["gate"]["n"] == 16
+    assert ort_session(tmp_path / "b2.int8.onnx").get_inputs()[0].shape[0] == 2

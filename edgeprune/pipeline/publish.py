@@ -63,6 +63,8 @@ def _export_and_check(prep: Prepared, student, batch: int, folder: Path, errors:
         info["int8"] = adapt_int8(prep, folder, x, errors, prep.reporter)
         if info["int8"]["written"]:
             info["artifacts"].append(INT8_FILE)
+    elif opts.deploy_precision == "int8":  # never a silent fp32 deployment
+        errors.append(f"{INT8_FILE} was not built: model.onnx has no passing parity check on held-out images to quantise from")
     if opts.measure_latency:
         info.update(_measure_saving(prep.original, example, folder, prep.reporter, latency_variants(folder, info.get("int8"))))
     info["tensorrt"] = _tensorrt(opts.tensorrt, folder, info, errors, prep.reporter)

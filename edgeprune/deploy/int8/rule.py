@@ -27,7 +27,7 @@ import numpy as np
 from ...latency.timing import Stats
 from .config import Int8Gate, QuantSettings
 from .gate import graph_logits, int8_verdict
-from .quantize import depthwise_convs, quantise
+from .quantize import depthwise_convs, quantise, reader_for
 
 SPEED_GROUPS = {"depthwise_conv": depthwise_convs}  # op group -> its node names in a graph
 SENSITIVITY_STEPS = (1, 2, 4, 8, 16)  # nodes kept in float, worst first, until the gate passes (capped)
@@ -61,7 +61,8 @@ def choose(fp32: Path, pre: Path, workdir: Path, calibration: np.ndarray, held: 
     keeps.update({f"{g}_float": tuple(sorted(set(keep_float) | set(n))) for g, n in group_nodes.items() if n})
     built = {name: quantise(pre, workdir / f"{name}.onnx", calibration, settings, keep, cache) for name, keep in keeps.items()}
     verdicts = {name: int8_verdict(reference, graph_logits(b["path"], held, threads), gate, label) for name, b in built.items()}
-    stats = _time({"fp32": fp32, **{n: b["path"] for n, b in built.items()}}, held[:1], threads, timing)
+    batch = reader_for(calibration, pre).batch  # a static graph runs at its own batch
+    stats = _time({"fp32": fp32, **{n: b["path"] for n, b in built.items()}}, held[:batch], threads, timing)
     chosen = _fastest_passing(verdicts, stats)
     record = {"candidates": [_candidate(n, keeps[n], stats, verdicts[n]) for n in keeps], "fp32": stats["fp32"].to_dict(),
               "sensitivity": None, "quantisation": built["all"]}
@@ -148,7 +149,7 @@ def node_sensitivity(float_graph: Path, qdq_graph: str | os.PathLike, inputs: np
         modify_model_output_intermediate_tensors,
     )
 
-    from .quantize import quiet_logs, reader_for
+    from .quantize import quiet_logs
 
     acts = {}
     with quiet_logs():
