@@ -105,8 +105,9 @@ def test_build_records_the_rule_and_writes_a_passing_graph(graph, tmp_path):
 def test_gate_rejects_a_broken_quantisation_and_nothing_is_written(graph, tmp_path):
     # Calibrated on inputs 1000x too small: every activation range is tiny, the int8 graph saturates.
     broken = build_int8(graph["fp32"], tmp_path / "x.onnx", graph["calib"] / 1000, graph["held"],
-                        Int8Config(try_groups=False, max_sensitive_float=0, timing=FAST))
+                        Int8Config(try_groups=False, max_sensitive_float=0, timing=FAST), failed_copy=tmp_path / "failed.onnx")
     assert not broken["passed"] and not broken["written"] and not (tmp_path / "x.onnx").exists()
+    assert broken["failed_copy"] == str(tmp_path / "failed.onnx") and (tmp_path / "failed.onnx").is_file()  # to time it
     assert broken["gate"]["failures"][0].startswith("top-1 agreement with the fp32 model")
     ref = graph_logits(graph["fp32"], graph["held"])
     assert int8_verdict(ref, ref.copy(), Int8Gate())["passed"]

@@ -26,7 +26,8 @@ DEFAULT_CONFIG = Int8Config()
 
 
 def build_int8(fp32: str | os.PathLike, out_path: str | os.PathLike, calibration: np.ndarray, held: np.ndarray,
-               config: Int8Config = DEFAULT_CONFIG, threads: int | None = None, calibration_source: str = "") -> dict:
+               config: Int8Config = DEFAULT_CONFIG, threads: int | None = None, calibration_source: str = "",
+               failed_copy: str | os.PathLike | None = None) -> dict:
     """Quantise the fp32 graph ``fp32`` by the rule and write it to ``out_path`` if it passes the gate.
 
     Args:
@@ -34,6 +35,8 @@ def build_int8(fp32: str | os.PathLike, out_path: str | os.PathLike, calibration
             ``config.calibration_images`` are used.
         held: normalised held-out inputs the gate compares on (never calibration images).
         calibration_source: what the calibration images are, for the record.
+        failed_copy: where to copy the chosen graph when it FAILS the gate (a benchmark times it;
+            ``record["failed_copy"]``); never ``out_path``.
     Returns:
         dict(written, path, passed, seconds, calibration {images, source, method, ...},
         keep_float, candidates, fp32, sensitivity, gate, warnings): ``rule.choose``'s record.
@@ -53,6 +56,9 @@ def build_int8(fp32: str | os.PathLike, out_path: str | os.PathLike, calibration
                         config.max_sensitive_float)
         if record["passed"]:
             _copy(Path(record["path"]), out_path)
+        elif failed_copy is not None:
+            _copy(Path(record["path"]), Path(failed_copy))
+            record["failed_copy"] = str(failed_copy)
     quant = record.pop("quantisation")
     return {**record, "written": record["passed"], "path": str(out_path) if record["passed"] else None,
             "calibration": {"images": quant["calibration_images"], "source": calibration_source, **quant["settings"]},
