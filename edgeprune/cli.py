@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import EdgepruneError, Interrupted
-from .deploy.int8.config import Int8Config, QuantSettings
+from .deploy.int8.config import Int8Config, Int8Gate, QuantSettings
 from .pipeline.options import AdaptOptions, adapt_recipe
 from .progress import Reporter
 from .version import __version__
@@ -179,8 +179,9 @@ _RECIPE = adapt_recipe()
 _INT8 = Int8Config()
 
 
-def _int8_config(images: int, method: str) -> Int8Config:
-    return dataclasses.replace(Int8Config(), calibration_images=images, settings=QuantSettings(method=method))
+def _int8_config(images: int, method: str, min_agreement: float) -> Int8Config:
+    return dataclasses.replace(Int8Config(), calibration_images=images, settings=QuantSettings(method=method),
+                               gate=Int8Gate(min_agreement))
 
 
 @app.command()
@@ -238,6 +239,9 @@ def adapt(
                                          ">= 97%); needs an int8 profile. Not --precision, which is the distillation's."),
     calibration_images: int = typer.Option(_INT8.calibration_images, "--calibration-images", help="INT8: fine-tune images used to calibrate."),
     calibration_method: str = typer.Option(_INT8.settings.method, "--calibration-method", help="INT8: minmax | entropy | percentile."),
+    int8_min_agreement: float = typer.Option(_INT8.gate.min_agreement, "--int8-min-agreement", help="INT8 gate: the least "
+                                             "held-out top-1 agreement with model.onnx (README: on a stream where the model is "
+                                             "rarely confident, near-ties flip and this counts them)."),
     allow_precision_mismatch: bool = typer.Option(False, "--allow-precision-mismatch", help="Accept a profile of another "
                                                   "precision than --deploy-precision (warns: savings differ by precision)."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
@@ -256,7 +260,7 @@ def adapt(
                            prune_images=prune_images, finetune_images=finetune_images, seed=seed, force=force,
                            dynamic_batch=dynamic_batch, allow_device_mismatch=allow_device_mismatch,
                            measure_latency=not no_latency, recipe=recipe, deploy_precision=deploy_precision,
-                           int8=_int8_config(calibration_images, calibration_method),
+                           int8=_int8_config(calibration_images, calibration_method, int8_min_agreement),
                            allow_precision_mismatch=allow_precision_mismatch)
     with RichReporter(quiet=as_json) as rep:
         result = run_adapt(options, reporter=rep)
@@ -316,13 +320,16 @@ def export(
                               "calibrated on --images, gated against model.onnx (top-1 agreement >= 97%)."),
     calibration_images: int = typer.Option(_INT8.calibration_images, "--calibration-images", help="--int8: images used to calibrate."),
     calibration_method: str = typer.Option(_INT8.settings.method, "--calibration-method", help="--int8: minmax | entropy | percentile."),
+    int8_min_agreement: float = typer.Option(_INT8.gate.min_agreement, "--int8-min-agreement", help="--int8: the gate's least "
+                                             "top-1 agreement with model.onnx on the held-out images."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Export a pruned model manifest to ONNX and/or a TensorRT engine (run this on the target device)."""
     from .pipeline.export_manifest import export_manifest
 
     result = export_manifest(model, onnx=onnx, tensorrt=tensorrt, fp16=fp16, batch=batch, dynamic_batch=dynamic_batch,
-                             images=images, int8=_int8_config(calibration_images, calibration_method) if int8 else None)
+                             images=images,
+                             int8=_int8_config(calibration_images, calibration_method, int8_min_agreement) if int8 else None)
     if as_json:
         _emit_json(result)
         return

@@ -106,6 +106,8 @@ def test_export_int8_from_a_folder_and_its_refusals(small, tmp_path):
     (["adapt", "--images", ".", "--model", "fmnist_resnet", "--deploy-precision", "int8", "--calibration-method", "magic"], 2,
      "unknown calibration method"),
     (["profile", "--model", "fmnist_resnet", "--backend", "torch", "--precision", "int8"], 2, "INT8 latency is not measured"),
+    (["adapt", "--images", ".", "--model", "fmnist_resnet", "--deploy-precision", "int8", "--int8-min-agreement", "1.5"], 2,
+     "minimum agreement is a fraction"),
 ])
 def test_cli_int8_errors(args, code, text, cli, tmp_path):
     run = cli(*args, cwd=tmp_path)
