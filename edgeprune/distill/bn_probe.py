@@ -28,7 +28,7 @@ from .targets import FeatureStore, PrefixCache
 PROBED_MODES = ("frozen", "train")
 
 
-def distill_auto_bn(student: nn.Module, entry: ZooEntry, pixels: torch.Tensor, labels: FeatureStore,
+def distill_auto_bn(distiller_cls, student: nn.Module, entry: ZooEntry, pixels: torch.Tensor, labels: FeatureStore,
                     config: DistillConfig, progress: Callable[[int, int, float], None] | None = None,
                     prefix: PrefixCache | None = None, removed: list[str] | None = None,
                     hardware=None) -> DistillResult:
@@ -36,18 +36,17 @@ def distill_auto_bn(student: nn.Module, entry: ZooEntry, pixels: torch.Tensor, l
 
     Trains ``student`` in place, as ``distill`` does. Without a validation slice (too few images,
     or early stop and keep-best both off) there is no evidence: the paper's train mode runs, and
-    the result says why.
+    the result says why. ``distiller_cls`` is distiller.Distiller (passed in: this module sits
+    below distiller.py, which dispatches here).
     """
-    from .distiller import Distiller
-
     steps = min(config.bn_probe_steps, config.steps)
-    runs: dict[str, Distiller] = {}
+    runs: dict = {}
     for mode in PROBED_MODES:
         cfg = dataclasses.replace(config, student_bn=mode)
         first = next(iter(runs.values()), None)
         # the second run reuses the first's measured thread count and precision (no second probe)
         hw = dataclasses.replace(first.hw, threads_auto=False, notes=list(first.hw.notes)) if first else hardware
-        runs[mode] = Distiller(copy.deepcopy(student), entry, pixels, labels, cfg, None, prefix, removed, hw)
+        runs[mode] = distiller_cls(copy.deepcopy(student), entry, pixels, labels, cfg, None, prefix, removed, hw)
     if not runs["train"].val_pos or steps <= 0:
         return _finish(student, runs["train"], None, {"chosen": "train", "reason": "no validation slice: the paper's mode",
                                                       "probe_steps": 0}, progress)

@@ -414,7 +414,7 @@ def distill(
     if config.student_bn == "auto":
         from .bn_probe import distill_auto_bn
 
-        return distill_auto_bn(student, entry, pixels, labels, config, progress, prefix, removed, hardware)
+        return distill_auto_bn(Distiller, student, entry, pixels, labels, config, progress, prefix, removed, hardware)
     d = Distiller(student, entry, pixels, labels, config, progress, prefix, removed, hardware)
     while d.step():
         pass
