@@ -369,7 +369,7 @@ def test_adapt_report_has_the_fast_path_keys(tmp_path):
     assert set(r["early_stop"]) >= {"enabled", "stopped_at", "reason"} and r["early_stop"]["enabled"] is False  # 24 images
     assert r["compute_floor_s"] > 0 and set(r["efficiency"]) >= {"scoring", "pseudo_labels", "distillation"}
     assert r["peak_memory_mb"] > 0 and r["distillation"]["prefix_stage"]
-    from edgeprune.cli import render_adapt_summary
+    from edgeprune.cli.adapt_command import render_adapt_summary
 
     render_adapt_summary(r, tmp_path / "out")  # the summary line for the new keys renders
     saved = json.loads((tmp_path / "out" / "report.json").read_text())

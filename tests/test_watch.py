@@ -411,7 +411,7 @@ def test_scenario_goals_say_met_and_missed():
 
 
 def test_registering_watch_keeps_torch_out_of_cli_start_up():
-    # adapt sets OMP_WAIT_POLICY before torch loads (cli.py); the watch command must not load torch first
+    # adapt sets OMP_WAIT_POLICY before torch loads (cli/adapt_command.py); the watch command must not load torch first
     import subprocess
     import sys
 

@@ -1,4 +1,4 @@
-"""``edgeprune sweep CONFIG``: the command (registered in cli.py); the work is ``fleet.sweep.run_sweep``."""
+"""``edgeprune sweep CONFIG``: the command (registered in cli/app.py); the work is ``fleet.sweep.run_sweep``."""
 
 from __future__ import annotations
 

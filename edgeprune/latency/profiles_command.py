@@ -1,6 +1,6 @@
 """``edgeprune profiles list|show|import|export|diff``: the profile registry from the command line.
 
-Registered in cli.py as a sub-command group; every command is one call into ``latency.registry``
+Registered in cli/app.py as a sub-command group; every command is one call into ``latency.registry``
 or ``latency.profile_diff`` and renders the result (``--json`` for machines).
 """
 

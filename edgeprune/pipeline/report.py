@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from ..deploy.outputs import atomic_write
+from ..formatting import json_safe, percent
 
 REPORT_SCHEMA = "edgeprune.adapt-report"
 REPORT_VERSION = 1
 
 
-def _clean(obj):
-    """JSON-safe: NaN/inf become null, tuples lists, paths strings."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
+    atomic_write(path, json.dumps(json_safe(data), indent=2, sort_keys=False) + "\n")
 
 
 def _num(v) -> str:
@@ -45,7 +28,7 @@ def render_markdown(r: dict) -> str:
         "",
         f"- criterion: `{r['criterion']}`, k = {r['k']}, seed = {r['seed']}",
         f"- removed blocks: {', '.join(f'`{b}`' for b in r['removed_blocks'])}",
-        f"- latency saving: predicted {_pct(r['predicted_saving'])}, measured {_pct(r['measured_saving'])} "
+        f"- latency saving: predicted {percent(r['predicted_saving'])}, measured {percent(r['measured_saving'])} "
         f"({r.get('measured_latency', {}).get('backend', 'n/a')})",
         f"- scoring cost: {r['scoring_forward_equivalents']:.2f} full-forward equivalents "
         f"for {len(r['block_scores'])} blocks",
@@ -56,9 +39,9 @@ def render_markdown(r: dict) -> str:
         "",
         "| model | agreement with original | accuracy |",
         "|---|---|---|",
-        f"| original | 100.0% | {_pct(fid['accuracy_original'])} |",
-        f"| pruned, before distillation | {_pct(fid['agreement_before'])} | {_pct(fid['accuracy_before'])} |",
-        f"| pruned + distilled | {_pct(fid['agreement_after'])} | {_pct(fid['accuracy_after'])} |",
+        f"| original | 100.0% | {percent(fid['accuracy_original'])} |",
+        f"| pruned, before distillation | {percent(fid['agreement_before'])} | {percent(fid['accuracy_before'])} |",
+        f"| pruned + distilled | {percent(fid['agreement_after'])} | {percent(fid['accuracy_after'])} |",
         "",
         "## Block scores (ascending importance = removed first)",
         "",
@@ -76,7 +59,7 @@ def render_markdown(r: dict) -> str:
     lines += int8_lines(r)
     par = r.get("onnx_parity") or {}
     if par:
-        lines.append(f"ONNX parity: max |logit diff| {par.get('max_abs_diff', float('nan')):.2e}, top-1 agreement {_pct(par.get('top1_agreement'))}.")
+        lines.append(f"ONNX parity: max |logit diff| {par.get('max_abs_diff', float('nan')):.2e}, top-1 agreement {percent(par.get('top1_agreement'))}.")
     for w in r.get("warnings", []):
         lines.append(f"- warning: {w}")
     for e in r.get("errors", []):
@@ -92,13 +75,13 @@ def int8_lines(r: dict) -> list[str]:
     cal, gate, lat = q["calibration"], q["gate"], r.get("measured_latency") or {}
     lines = ["## INT8 deployment", "",
              f"- deployed: `{r.get('deployed')}`; {'passed' if q['passed'] else 'FAILED'} the gate: top-1 agreement "
-             f"{_pct(gate['agreement'])} with the fp32 adapted model on {gate['inputs']} (minimum {_pct(gate['min_agreement'])}), "
-             f"confident images {_pct(gate['confident_agreement'])}, KL {_num(gate['kl_original_adapted'])}",
+             f"{percent(gate['agreement'])} with the fp32 adapted model on {gate['inputs']} (minimum {percent(gate['min_agreement'])}), "
+             f"confident images {percent(gate['confident_agreement'])}, KL {_num(gate['kl_original_adapted'])}",
              f"- calibration: {cal['images']} images ({cal['source']}), {cal['method']}, per-channel {cal['per_channel']}, "
              f"reduce_range {cal['reduce_range']}, {cal['activation_type']} activations / {cal['weight_type']} weights, QDQ",
              f"- nodes kept in float: {len(q['keep_float'])}" + "".join(f"\n  - `{k['name']}` ({k['op']}): {k['reason']}" for k in q["keep_float"]),
              "", "| candidate | float nodes | median ms | speed-up vs fp32 | agreement | passed |", "|---|---|---|---|---|---|"]
-    lines += [f"| {c['name']} | {c['float_nodes']} | {c['median_ms']:.3g} | {c['speedup_vs_fp32']:.2f}x | {_pct(c['agreement'])} "
+    lines += [f"| {c['name']} | {c['float_nodes']} | {c['median_ms']:.3g} | {c['speedup_vs_fp32']:.2f}x | {percent(c['agreement'])} "
               f"| {'yes' if c['passed'] else 'no'} |" for c in q["candidates"]]
     if "int8_adapted_ms" in lat:
         lines += ["", "| latency (ONNX Runtime, interleaved) | median ms | p90 ms | p95 ms |", "|---|---|---|---|"]
@@ -113,4 +96,4 @@ def int8_lines(r: dict) -> list[str]:
 def write_report(folder: Path, report: dict) -> None:
     report = {"schema": REPORT_SCHEMA, "schema_version": REPORT_VERSION, **report}
     write_json(folder / "report.json", report)
-    atomic_write(folder / "report.md", render_markdown(_clean(report)))
+    atomic_write(folder / "report.md", render_markdown(json_safe(report)))

@@ -1,7 +1,7 @@
 """The ``edgeprune watch`` command: options to a ``WatchOptions``, one call into ``loop``.
 
-Registered on the CLI's typer app by ``register`` (cli.py passes its reporter class, so this
-module does not import cli.py). No torch import here: the CLI starts fast.
+Registered on the CLI's typer app by ``register`` (cli/app.py passes its reporter class, so this
+module does not import the cli package). No torch import here: the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
+from ..formatting import json_safe
 from . import options as defaults
 from .rules import GateRules, Thresholds
 
@@ -86,9 +87,7 @@ def register(app: typer.Typer, reporter_factory) -> None:
 
 def _emitter(as_json: bool):
     def emit(rec: dict) -> None:
-        from ..pipeline.report import _clean
-
-        sys.stdout.write((json.dumps(_clean(rec)) if as_json else _line(rec)) + "\n")
+        sys.stdout.write((json.dumps(json_safe(rec)) if as_json else _line(rec)) + "\n")
         sys.stdout.flush()
     return emit
 

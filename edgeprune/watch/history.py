@@ -8,14 +8,14 @@ import json
 import os
 from pathlib import Path
 
-from ..pipeline.report import _clean
+from ..formatting import json_safe
 
 HISTORY_NAME = "history.jsonl"
 
 
 def append(deploy: Path, entry: dict) -> str | None:
     """Append ``entry``; returns None, or why it could not be written (the caller reports it)."""
-    line = json.dumps(_clean(entry), sort_keys=False) + "\n"
+    line = json.dumps(json_safe(entry), sort_keys=False) + "\n"
     path = deploy / HISTORY_NAME
     try:
         with open(path, "a+b") as f:

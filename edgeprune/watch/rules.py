@@ -1,7 +1,7 @@
 """The documented thresholds of the drift decision (drift.py) and the promotion gate (gate.py).
 
 No torch import: the CLI reads these defaults at start-up, and torch must load only after it
-has set ``OMP_WAIT_POLICY`` (cli.py).
+has set ``OMP_WAIT_POLICY`` (cli/adapt_command.py).
 """
 
 from __future__ import annotations
