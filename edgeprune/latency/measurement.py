@@ -143,32 +143,44 @@ def run_profile(
     model, entry, source = load_model(model_name, weights=weights)
     res = int(resolution or entry.resolution)
     example, blocks = _example_and_blocks(model, entry, res, batch)
-    names = ["base"] + [b.name for b in blocks]
-    if budget_s is None:
-        budget_s = min(max(PROFILE_DEFAULTS["budget_per_variant_s"] * len(names), PROFILE_DEFAULTS["budget_min_s"]),
-                       PROFILE_DEFAULTS["budget_max_s"])
-    timing = dict(warmup_s=warmup_s, min_repeats=min_repeats, max_repeats=max_repeats, budget_s=budget_s,
+    timing = dict(warmup_s=warmup_s, min_repeats=min_repeats, max_repeats=max_repeats,
+                  budget_s=budget_s if budget_s is not None else _default_budget(1 + len(blocks)),
                   cv_target=cv_target, seed=seed, precision_target=precision_target)
-    overall = _OverallProgress(progress)
     with _workdir(workdir) as root:
-        runners = _prepare_variants(model, example, blocks, runner_backend, root, overall)
-        main = run_interleaved(runners, warmup_s, min_repeats, max_repeats, budget_s, cv_target, seed,
-                               overall.timed("measure", budget_s), precision_target=precision_target)
-        rows = _block_rows(blocks, main)
-        additivity, add_run = _measure_additivity(model, example, runner_backend, root, runners, rows, timing, overall)
-        overall.step("additivity", 1.0)
+        measured = _measure_variants(model, example, blocks, runner_backend, root, timing, _OverallProgress(progress))
         backend_info = runner_backend.describe(device)
         runner_backend.close()
+    run = {"model": entry.name, "weights_source": source, "resolution": res, "batch": int(batch), "precision": precision,
+           "backend": backend_info}
+    return _profile_record(run, device, timing, *measured)
+
+
+def _default_budget(variants: int) -> float:
+    """5 s per timed variant, within [20, 240] s."""
+    return min(max(PROFILE_DEFAULTS["budget_per_variant_s"] * variants, PROFILE_DEFAULTS["budget_min_s"]),
+               PROFILE_DEFAULTS["budget_max_s"])
+
+
+def _measure_variants(model, example, blocks, backend, root: Path, timing: dict, overall: "_OverallProgress"):
+    """Every variant timed interleaved, then the additivity check: (main run, block rows, additivity, its run)."""
+    runners = _prepare_variants(model, example, blocks, backend, root, overall)
+    t = timing
+    main = run_interleaved(runners, t["warmup_s"], t["min_repeats"], t["max_repeats"], t["budget_s"], t["cv_target"], t["seed"],
+                           overall.timed("measure", t["budget_s"]), precision_target=t["precision_target"])
+    rows = _block_rows(blocks, main)
+    additivity, add_run = _measure_additivity(model, example, backend, root, runners, rows, timing, overall)
+    overall.step("additivity", 1.0)
+    return main, rows, additivity, add_run
+
+
+def _profile_record(run: dict, device: str, timing: dict, main: InterleavedRun, rows: list[dict],
+                    additivity: dict | None, add_run: InterleavedRun | None) -> dict:
+    """The profile dict (schema ``edgeprune.latency-profile``) of one measured run."""
     fp = device_fingerprint(device)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
-        "model": entry.name,
-        "weights_source": source,
-        "resolution": res,
-        "batch": int(batch),
-        "precision": precision,
-        "backend": backend_info,
+        **run,
         "device": fp,
         "device_slug": device_slug(fp),
         "measurement": _measurement_record(timing, main),

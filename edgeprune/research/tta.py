@@ -273,6 +273,32 @@ def anti_forgetting(params: dict[str, nn.Parameter], fisher: dict[str, torch.Ten
     return beta * total
 
 
+def _timed_fisher(model, params, entry: ZooEntry, source: torch.Tensor, batch_size: int, stats: TTAStats):
+    """``estimate_fisher`` on ``source``, its time and image count recorded in ``stats``."""
+    t = time.perf_counter()
+    fisher = estimate_fisher(model, params, entry, source, batch_size)
+    stats.fisher_seconds = time.perf_counter() - t
+    stats.fisher_images = int(source.shape[0])
+    return fisher
+
+
+def _eata_select(logits: torch.Tensor, e0: float, d: float, mean_probs: torch.Tensor | None, ema: float):
+    """EATA's sample selection: reliable (entropy < E0) and not redundant (|cos| with the moving
+    mean prediction < d). Returns (entropies of the selected samples, with grad; the reliable count;
+    the mean prediction updated with the selected samples)."""
+    ent = entropy(logits)
+    reliable = ent.detach() < e0
+    probs = F.softmax(logits.detach()[reliable], dim=1)
+    if mean_probs is not None and probs.shape[0]:
+        keep = F.cosine_similarity(mean_probs.unsqueeze(0), probs, dim=1).abs() < d
+    else:
+        keep = torch.ones(probs.shape[0], dtype=torch.bool)
+    if keep.any():
+        new = probs[keep].mean(0)
+        mean_probs = new if mean_probs is None else (1 - ema) * mean_probs + ema * new
+    return ent[reliable][keep], int(reliable.sum()), mean_probs
+
+
 def eata(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: int = 64, lr: float = TENT_LR,
          momentum: float = TENT_MOMENTUM, e_margin: float | None = None, d_margin: float | None = None,
          ema: float = EATA_EMA, beta: float = EATA_BETA, fisher: dict[str, torch.Tensor] | None = None,
@@ -295,11 +321,8 @@ def eata(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: in
         stats = TTAStats("eata", n, 0, 0, sum(p.numel() for p in params.values()), 0, batch_size=batch_size,
                          d_margin=d_margin, beta=beta)
         if fisher is None and beta:
-            source = fisher_pixels if fisher_pixels is not None else pixels[:fisher_images]
-            t = time.perf_counter()
-            fisher = estimate_fisher(model, params, entry, source, batch_size)
-            stats.fisher_seconds = time.perf_counter() - t
-            stats.fisher_images = int(source.shape[0])
+            fisher = _timed_fisher(model, params, entry, fisher_pixels if fisher_pixels is not None else pixels[:fisher_images],
+                                   batch_size, stats)
         opt = torch.optim.SGD(list(params.values()), lr=lr, momentum=momentum)
         mean_probs: torch.Tensor | None = None
         start = time.perf_counter()
@@ -309,17 +332,7 @@ def eata(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: in
             c = int(logits.shape[1])
             e0 = e_margin if e_margin is not None else EATA_E_MARGIN_FRACTION * math.log(c)
             d = d_margin if d_margin is not None else eata_d_margin(c)
-            ent = entropy(logits)
-            reliable = ent.detach() < e0
-            probs = F.softmax(logits.detach()[reliable], dim=1)
-            if mean_probs is not None and probs.shape[0]:
-                keep = F.cosine_similarity(mean_probs.unsqueeze(0), probs, dim=1).abs() < d
-            else:
-                keep = torch.ones(probs.shape[0], dtype=torch.bool)
-            chosen = ent[reliable][keep]
-            if keep.any():
-                new = probs[keep].mean(0)
-                mean_probs = new if mean_probs is None else (1 - ema) * mean_probs + ema * new
+            chosen, reliable, mean_probs = _eata_select(logits, e0, d, mean_probs, ema)
             if chosen.numel():
                 loss = (chosen * torch.exp(-(chosen.detach() - e0))).mean()
                 if beta and fisher is not None:
@@ -329,8 +342,8 @@ def eata(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: in
             preds.append(logits.detach().argmax(1))
             times.append(time.perf_counter() - t)
             sizes.append(s.stop - s.start)
-            stats.per_batch.append({"size": s.stop - s.start, "reliable": int(reliable.sum()), "selected": int(chosen.numel())})
-            stats.reliable += int(reliable.sum())
+            stats.per_batch.append({"size": s.stop - s.start, "reliable": reliable, "selected": int(chosen.numel())})
+            stats.reliable += reliable
             stats.selected += int(chosen.numel())
             stats.num_classes, stats.e_margin, stats.d_margin = c, float(e0), float(d)
         stats.seconds = time.perf_counter() - start
