@@ -74,7 +74,7 @@ def _validation_loss(run) -> float:
         return float(checks[-1][1])
     value = run.validation_loss()
     run.early["checks"].append([run.result.steps_done, value])
-    run._remember(run.result.steps_done, value)
+    run.record_validation(run.result.steps_done, value)
     return value
 
 

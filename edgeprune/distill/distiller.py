@@ -26,12 +26,8 @@ behind each default are in docs/benchmarks/adapt_speed.md and docs/benchmarks/de
   CPU: faster per step and a lower memory peak than one pass of 64 (design_measurements.md,
   "Micro-batches", made by tools/probe_step_memory.py).
 * ``early_stop``: a validation slice of the fine-tune set (``val_images``, excluded from
-  training; no held-out image is touched) is evaluated every ``check_every`` steps in eval mode.
-  When its loss has not improved by ``min_rel_improvement`` (relative) for ``patience`` checks,
-  the learning rate moves to its next step of the schedule early; on the last step of the
-  schedule, training stops. Training also stops when the first check after such a plateau decay
-  shows no such improvement: a 10x lower rate that does not help on a plateau means the next,
-  lower one will not either. Without plateaus the schedule is the paper's.
+  training; no held-out image is touched) is evaluated every ``check_every`` steps in eval mode;
+  its plateaus move the learning-rate schedule early and end training (schedule.py).
 """
 
 from __future__ import annotations
@@ -54,6 +50,7 @@ from ..models.staging import run_stages
 from ..models.zoo import ZooEntry
 from .bn_stats import freeze_batchnorm
 from .result import DistillResult
+from .schedule import PlateauSchedule
 from .scope import resolve_suffix, trainable_parameters, validation_split
 from .config import TRAIN_SCOPES, DistillConfig
 from .hardware import HardwarePlan, plan_hardware, probe_precision, probe_threads, to_layout
@@ -94,7 +91,7 @@ class Distiller:
         # hands back a model worse (on the slice) than the one it started from.
         self.best_val, self.best_step, self.best_state, self.last_checked = math.inf, 0, None, -1
         if self.val_pos and config.keep_best:
-            self._remember(0, self.validation_loss())
+            self.record_validation(0, self.validation_loss())
         self.result.setup_seconds = time.perf_counter() - t0
         self.seconds = self.result.setup_seconds
 
@@ -135,9 +132,6 @@ class Distiller:
             self._set_scope(False)
             self.params = trainable_parameters(student, self.entry, cfg.freeze_head)
         self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        self.step_size = max(1, int(round(cfg.decay_every * cfg.steps)))
-        self.last_phase = (cfg.steps - 1) // self.step_size  # the paper's schedule reaches this many decays
-        self.phase, self.next_boundary = 0, self.step_size
         self.scaler = self.hw.grad_scaler_obj() if self.device.type == "cuda" else None
 
     def _setup_data(self) -> None:
@@ -152,8 +146,7 @@ class Distiller:
                       "check_every": cfg.check_every, "patience": cfg.patience,
                       "min_rel_improvement": cfg.min_rel_improvement, "val_images": len(self.val_pos),
                       "checks": [], "lr_events": []}
-        self.best, self.bad = math.inf, 0
-        self.decayed_at: int | None = None  # step of the last learning-rate decay not yet judged by a check
+        self.lr_schedule = PlateauSchedule(cfg, self.opt, self.early)
 
     def _probe(self) -> None:
         """Thread count and precision timed on the real step; FLOPs of the trained part."""
@@ -176,7 +169,8 @@ class Distiller:
         if self.cfg.student_bn == "frozen":
             freeze_batchnorm(self.student)
 
-    def _remember(self, step: int, val: float) -> None:
+    def record_validation(self, step: int, val: float) -> None:
+        """A validation loss measured at ``step``: the best weights so far are kept (keep_best)."""
         self.last_checked = step
         if self.cfg.keep_best and val < self.best_val:
             self.best_val, self.best_step = val, step
@@ -241,10 +235,6 @@ class Distiller:
             if was:
                 self._train_mode()
 
-    def _set_lr(self) -> None:
-        for g in self.opt.param_groups:
-            g["lr"] = self.cfg.lr * self.cfg.gamma ** self.phase
-
     def validation_loss(self) -> float:
         if not self.val_pos:
             return float("nan")
@@ -264,42 +254,9 @@ class Distiller:
         t = time.perf_counter()
         v = self.validation_loss()
         self.early["checks"].append([step, v])
-        self._remember(step, v)
-        if not self.early["enabled"]:
-            self.result.check_seconds += time.perf_counter() - t
-            return
-        improved = v < self.best * (1 - self.cfg.min_rel_improvement)
-        if improved:
-            self.best, self.bad = v, 0
-        else:
-            self.bad += 1
-        if self.decayed_at is not None and step > self.decayed_at:
-            # The first check after a plateau's decay judges it: when a 10x lower rate brings no gain
-            # on a plateau, the still lower ones will not either (docs/benchmarks/adapt_speed.md).
-            # Only plateau decays: right after a scheduled decay of a run still improving, the
-            # validation loss can rise for a few steps (measured on lite0: 0.218 -> 0.223).
-            decayed, self.decayed_at = self.decayed_at, None
-            if not improved:
-                self.done = True
-                self.early["stopped_at"] = step
-                self.early["reason"] = (f"the learning-rate decay at step {decayed} improved the validation loss "
-                                        f"< {self.cfg.min_rel_improvement:.0%} within {step - decayed} steps")
-                self.result.check_seconds += time.perf_counter() - t
-                return
-        if self.bad >= self.cfg.patience:
-            self.bad = 0
-            if self.phase < self.last_phase:
-                self.phase += 1
-                self.next_boundary = step + self.step_size
-                self._set_lr()
-                self.decayed_at = step
-                self.early["lr_events"].append({"step": step, "lr": self.cfg.lr * self.cfg.gamma ** self.phase,
-                                                "why": "validation plateau"})
-            else:
-                self.done = True
-                self.early["stopped_at"] = step
-                self.early["reason"] = (f"validation loss improved < {self.cfg.min_rel_improvement:.0%} in {self.cfg.patience} "
-                                        f"checks ({self.cfg.patience * self.cfg.check_every} steps) at the last learning rate")
+        self.record_validation(step, v)
+        if self.early["enabled"] and self.lr_schedule.judge(step, v):
+            self.done = True
         self.result.check_seconds += time.perf_counter() - t
 
     # ------------------------------------------------------------ stepping
@@ -348,11 +305,7 @@ class Distiller:
             self.opt.step()
         self.result.losses.append(value)
         self.result.steps_done = step
-        if step == self.next_boundary:  # the paper's StepLR: x gamma every `step_size` steps
-            self.phase = min(self.phase + 1, self.last_phase)  # = StepLR within `steps`; caps plateau shifts
-            self.next_boundary += self.step_size
-            self._set_lr()
-            self.decayed_at = None  # a scheduled decay of a still-improving run is not a test of lower rates
+        self.lr_schedule.after_step(step)  # the paper's StepLR: x gamma every decay_every of the steps
         if self.val_pos and step % self.cfg.check_every == 0 and step < self.cfg.steps:
             self._check(step)
         if self.progress:
@@ -368,7 +321,7 @@ class Distiller:
         if self.last_checked != self.result.steps_done and not self.result.stopped_nonfinite:
             final = self.validation_loss()
             self.early["checks"].append([self.result.steps_done, final])
-            self._remember(self.result.steps_done, final)
+            self.record_validation(self.result.steps_done, final)
         self.result.kept.update({"step": self.best_step, "val_loss": self.best_val, "steps_done": self.result.steps_done,
                                  "undistilled": self.best_step == 0})
         if self.best_step != self.result.steps_done or self.result.stopped_nonfinite:

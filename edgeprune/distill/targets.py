@@ -180,13 +180,11 @@ def build_distill_targets(
             x = to_layout(normalise(pixels[chunk], entry.mean, entry.std), channels_last)
             need = [j for j, i in enumerate(chunk) if i not in reuse]
             if want_prefix:
-                h = run_stages(stages, x, 0, stop)
+                h, feats = _prefix_and_features(stages, stop, x, need)
                 if prefix is None:
                     prefix = PrefixCache(FeatureStore(n, tuple(h.shape[1:]), budget, scratch_dir), stop, stages[stop][0])
                     budget = max(0, budget - prefix.store.nbytes) if not prefix.store.memory_mapped else budget
                 prefix.store.put(chunk, h)
-                rest = h if len(need) == len(chunk) else h[need]
-                feats = run_stages(stages, rest, stop) if need else None
                 done_prefix += len(chunk) - len(need)
             else:
                 feats = extract_features(teacher, entry, x)
@@ -198,9 +196,23 @@ def build_distill_targets(
                 done_teacher += len(need)
             if progress:
                 progress(min(start + batch_size, len(todo)), len(todo))
-        if labels is None:  # every label was reused and no prefix wanted
-            labels = FeatureStore(n, tuple(reuse[next(iter(reuse))].shape), budget, scratch_dir)
-        if reuse:
-            pos = sorted(reuse)
-            labels.put(pos, torch.stack([reuse[i] for i in pos]))
+        labels = _add_reused(labels, reuse, n, budget, scratch_dir)
     return DistillTargets(labels, prefix, done_teacher, done_prefix)
+
+
+def _prefix_and_features(stages: list[Stage], stop: int, x: torch.Tensor, need: list[int]):
+    """The prefix's output for the batch ``x``, and the teacher's features of its rows ``need`` (None: none)."""
+    h = run_stages(stages, x, 0, stop)
+    rest = h if len(need) == len(x) else h[need]
+    return h, (run_stages(stages, rest, stop) if need else None)
+
+
+def _add_reused(labels: "FeatureStore | None", reuse: dict[int, torch.Tensor], n: int, budget: int,
+                scratch_dir: str | None) -> "FeatureStore":
+    """``labels`` with the reused feature maps put in (a new store when every label was reused)."""
+    if labels is None:
+        labels = FeatureStore(n, tuple(reuse[next(iter(reuse))].shape), budget, scratch_dir)
+    if reuse:
+        pos = sorted(reuse)
+        labels.put(pos, torch.stack([reuse[i] for i in pos]))
+    return labels
