@@ -55,7 +55,7 @@ def reestimate_bn_stats(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor,
                 chunk = pixels[i : i + batch_size]
                 if chunk.shape[0] < 2:
                     continue  # a batch of one has no variance
-                model(normalise(chunk, entry.mean, entry.std))
+                model(normalise(chunk, entry.mean, entry.std).contiguous(memory_format=torch.channels_last))  # faster, same math
     finally:
         for m, (momentum, _) in zip(layers, saved):
             m.momentum = momentum

