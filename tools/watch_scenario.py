@@ -43,6 +43,7 @@ if str(TOOLS) not in sys.path:  # benchlib sits beside this script
 
 from benchlib.provenance import git_state
 
+from edgeprune.formatting import percent
 from edgeprune.errors import UsageError
 from edgeprune.models.surgery import load_manifest
 from edgeprune.models.zoo import RANDOM, load_model
@@ -140,7 +141,7 @@ def main(argv=None) -> None:
     for k in args.blocks:
         cycles = run_stream(args, k, conditions, phases, profile, source, entry, evals, eval_y)
         runs[str(k)] = {"cycles": cycles, "goals": goals(cycles)}
-    result = {"command": "python tools/watch_scenario.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result = {"command": " ".join(["python", "tools/watch_scenario.py", *(argv if argv is not None else sys.argv[1:])]),
               "git": state, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "environment": {"torch": torch.__version__, "watch_threads": 1, "load_average": os.getloadavg()},
               "runs": runs, "total_s": time.perf_counter() - started}
@@ -203,10 +204,6 @@ def goals(cycles: list[dict]) -> dict:
     }
 
 
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
 def write(out: Path, result: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "watch.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -227,8 +224,8 @@ def write(out: Path, result: dict) -> None:
         for i, r in enumerate(run["cycles"], 1):
             bn = (r["drift"] or {}).get("bn_divergence")
             lines.append(f"| {i} | {r['condition']} (chunk {r['chunk'] + 1}) | {r['action']} | {'-' if bn is None else f'{bn:.3f}'} | "
-                         f"{r['version_before']} -> {r['version_after']} | {_pct(r['acc_source'])} | {_pct(r['acc_before'])} | "
-                         f"{_pct(r['acc_after'])} | {r['wall_s']:.1f} |")
+                         f"{r['version_before']} -> {r['version_after']} | {percent(r['acc_source'], '-')} | {percent(r['acc_before'], '-')} | "
+                         f"{percent(r['acc_after'], '-')} | {r['wall_s']:.1f} |")
         lines += ["", "Goals:", ""]
         for name, v in run["goals"].items():
             shown = json.dumps({key: x for key, x in v.items() if key != "met"})
