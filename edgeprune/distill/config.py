@@ -51,6 +51,11 @@ class DistillConfig:
     # images) or "auto" (decided from the stream, normalisation.py).
     teacher_stats: str = "auto"
     keep_best: bool = True  # restore the weights with the lowest validation loss (the undistilled ones count)
+    # Logit term (logit_term.py): loss = feature MSE + logit_weight * T^2 * KL(teacher || student) of
+    # the class outputs at T = logit_temperature, teacher logits from the stored features through the
+    # frozen head. 0 = the paper's feature loss only.
+    logit_weight: float = 0.0
+    logit_temperature: float = 1.0
     local_steps: int = 0  # steps of local gap reconstruction per window before the global phase (local.py)
     early_stop: bool = True
     check_every: int = 25  # steps between validation checks
@@ -64,7 +69,7 @@ class DistillConfig:
     def paper(cls, **overrides) -> "DistillConfig":
         """method.md's recipe: all stages, fp32, train-mode BatchNorm, source statistics, 500 plain steps."""
         base = dict(train_scope="all", precision="fp32", student_bn="train", teacher_stats="source", keep_best=False,
-                    local_steps=0, early_stop=False, micro_batch=None)
+                    local_steps=0, early_stop=False, micro_batch=None, logit_weight=0.0)
         return cls(**(base | overrides))
 
     def validate(self) -> None:
@@ -82,5 +87,9 @@ class DistillConfig:
             raise UsageError(f"--micro-batch must be positive (or 0 for the whole batch), got {self.micro_batch}")
         if self.bn_probe_steps < 0:
             raise UsageError(f"--bn-probe-steps must be >= 0, got {self.bn_probe_steps}")
+        if self.logit_weight < 0:
+            raise UsageError(f"--logit-weight must be >= 0, got {self.logit_weight}")
+        if not self.logit_temperature > 0:
+            raise UsageError(f"--logit-temperature must be positive, got {self.logit_temperature}")
         if self.local_steps < 0:
             raise UsageError(f"--local-steps must be >= 0, got {self.local_steps}")

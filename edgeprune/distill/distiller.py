@@ -54,6 +54,7 @@ from .schedule import PlateauSchedule
 from .scope import resolve_suffix, trainable_parameters, validation_split
 from .config import TRAIN_SCOPES, DistillConfig
 from .hardware import HardwarePlan, plan_hardware, probe_precision, probe_threads, to_layout
+from .logit_term import LogitTerm
 from .targets import FeatureStore, PrefixCache
 
 
@@ -79,6 +80,8 @@ class Distiller:
         self.stages, self.start, self.prefix = resolve_suffix(student, entry, pixels, config, prefix, removed,
                                                               self.result.notes)
         self._setup_hardware(hardware)
+        self.logit = LogitTerm.build(student, entry, pixels, config, self.result.notes)
+        self.result.logit_term = self.logit.record() if self.logit else {}
         self._setup_parameters()
         self._setup_data()
         self._train_mode()
@@ -168,6 +171,8 @@ class Distiller:
             m.eval()  # frozen prefix: running statistics, exactly the teacher's computation
         if self.cfg.student_bn == "frozen":
             freeze_batchnorm(self.student)
+        if self.logit:
+            self.logit.head_module.eval()  # frozen head: no dropout in the logit term
 
     def record_validation(self, step: int, val: float) -> None:
         """A validation loss measured at ``step``: the best weights so far are kept (keep_best)."""
@@ -239,16 +244,18 @@ class Distiller:
         if not self.val_pos:
             return float("nan")
         self.student.eval()
-        total, count = 0.0, 0
+        total, count, logit_total = 0.0, 0, 0.0
         with torch.no_grad(), self.hw.autocast():
             chunk = self.cfg.micro_batch or self.cfg.batch_size
             for i in range(0, len(self.val_pos), chunk):
                 pos = self.val_pos[i : i + chunk]
-                out = self._forward(self._inputs(pos)).float()
-                total += float(F.mse_loss(out, self._targets(pos), reduction="sum"))
+                out, target = self._forward(self._inputs(pos)).float(), self._targets(pos)
+                total += float(F.mse_loss(out, target, reduction="sum"))
                 count += out.numel()
+                if self.logit:
+                    logit_total += float(self.logit.loss(out, target, reduction="sum"))
         self._train_mode()
-        return total / count
+        return total / count + logit_total / len(self.val_pos)  # the training loss: per-element MSE + per-image KL
 
     def _check(self, step: int) -> None:
         t = time.perf_counter()
@@ -282,7 +289,10 @@ class Distiller:
             x, target = self._inputs(part), self._targets(part)
             with self.hw.autocast():
                 out = self._forward(x)
-            loss = F.mse_loss(out.float(), target) * (len(part) / len(pos))
+            loss = F.mse_loss(out.float(), target)
+            if self.logit:
+                loss = loss + self.logit.loss(out, target)
+            loss = loss * (len(part) / len(pos))
             value += float(loss.detach())
             if not math.isfinite(value):
                 break

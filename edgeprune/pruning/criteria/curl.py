@@ -17,72 +17,16 @@ over the prune images, probe included.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ...models.features import get_module
 from ...models.flops import count_flops, model_flops, stage_flops
+from ...models.head import HeadFn, find_head, logits_and_features
 from ...models.staging import run_keeping_inputs, run_stages, stage_positions
 from ...models.surgery import remove_blocks
-from ...models.zoo import ZooEntry
 from .base import CRITERIA, Criterion, CriterionResult, ScoringContext, batches
 
 PROBE_IMAGES = 2
-PROBE_RTOL = 1e-4
-PROBE_ATOL = 1e-5
-
-HeadFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def logits_and_features(model: nn.Module, entry: ZooEntry, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``model(x)`` and its pre-GAP feature map from ONE forward pass."""
-    if entry.feature_layer == "forward_features":
-        feats = model.forward_features(x)
-        logits = model.forward_head(feats) if hasattr(model, "forward_head") else model(x)
-        return logits, feats
-    captured: list[torch.Tensor] = []
-    handle = get_module(model, entry.feature_layer).register_forward_hook(lambda _m, _i, out: captured.append(out))
-    try:
-        logits = model(x)
-    finally:
-        handle.remove()
-    return logits, captured[0]
-
-
-def _head_candidates(model: nn.Module, entry: ZooEntry) -> list[tuple[str, HeadFn]]:
-    out: list[tuple[str, HeadFn]] = []
-    if hasattr(model, "forward_head"):
-        out.append(("forward_head", lambda f: model.forward_head(f)))
-    try:
-        head = get_module(model, entry.head)
-    except AttributeError:
-        return out
-    out += [
-        ("gap+flatten+head", lambda f: head(torch.flatten(F.adaptive_avg_pool2d(f, 1), 1))),
-        ("gap+head", lambda f: head(F.adaptive_avg_pool2d(f, 1))),
-        ("class_token+head", lambda f: head(f[:, 0])),
-        ("token_mean+head", lambda f: head(f.mean(1))),
-    ]
-    return out
-
-
-def find_head(model: nn.Module, entry: ZooEntry, probe: torch.Tensor) -> tuple[str, HeadFn] | None:
-    """The function mapping the pre-GAP map to ``model``'s logits, verified on ``probe``; or None."""
-    with torch.no_grad():
-        logits, feats = logits_and_features(model, entry, probe)
-        for name, fn in _head_candidates(model, entry):
-            try:
-                got = fn(feats)
-            except Exception:  # wrong rank/shape for this model: try the next pattern
-                continue
-            if isinstance(got, torch.Tensor) and got.shape == logits.shape and torch.allclose(
-                got, logits, rtol=PROBE_RTOL, atol=PROBE_ATOL + PROBE_RTOL * float(logits.abs().max())
-            ):
-                return name, fn
-    return None
 
 
 def kl_to_full(pruned_logits: torch.Tensor, full_logits: torch.Tensor) -> torch.Tensor:
