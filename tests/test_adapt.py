@@ -78,6 +78,7 @@ def test_adapt_writes_all_artifacts_and_reloads(setup):
     assert dist["student_bn"] == "auto" and dist["local"]["enabled"] is False
     # 24 fine-tune images leave no validation slice: auto runs the paper's mode and says why
     assert dist["student_bn_used"] == "train" and "no validation slice" in dist["student_bn_probe"]["reason"]
+    assert dist["logit_term"] == (None if not adapt_recipe().logit_weight else dist["logit_term"])
     assert dist["kept"] == {}  # 24 fine-tune images: too few for a validation slice (test_distill covers keep-best)
     par = rep["onnx_parity"]  # deploy/parity.py's gate, the one `edgeprune export` applies too
     assert par["passed"] and par["top1_agreement"] >= par["min_top1"] == 0.99 and par["failures"] == []
@@ -200,6 +201,8 @@ def test_options_from_adapt_keywords_and_validation():
     opts = AdaptOptions.from_kwargs("imgs", "out", steps=7, batch=16, lr=0.5, train_head=True, micro_batch=None, seed=3)
     assert (opts.recipe.steps, opts.recipe.batch_size, opts.recipe.lr, opts.recipe.freeze_head) == (7, 16, 0.5, False)
     assert opts.recipe.micro_batch is None and opts.seed == 3 and opts.distill_config().seed == 3
+    kd = AdaptOptions.from_kwargs("imgs", logit_weight=0.5, logit_temperature=2.0).recipe
+    assert (kd.logit_weight, kd.logit_temperature) == (0.5, 2.0)
     assert AdaptOptions("imgs").recipe == adapt_recipe() and AdaptOptions("imgs").plan_blocks() == DEFAULT_BLOCKS
     assert AdaptOptions("imgs", recipe=adapt_recipe(batch_size=16)).distill_config().micro_batch is None  # 32 >= 16: whole batch
     with pytest.raises(TypeError, match="stepz"):

@@ -510,6 +510,8 @@ USAGE_CASES = {
     "lr-zero": (["--lr", "0"], ["--lr must be positive, got 0"]),
     "lr-negative": (["--lr", "-0.1"], ["--lr must be positive, got -0.1"]),
     "lr-nan": (["--lr", "nan"], ["--lr must be positive, got nan"]),
+    "logit-weight-negative": (["--logit-weight", "-1"], ["--logit-weight must be >= 0, got -1.0"]),
+    "logit-temperature-zero": (["--logit-temperature", "0"], ["--logit-temperature must be positive, got 0.0"]),
 }
 
 

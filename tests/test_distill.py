@@ -1,8 +1,11 @@
+import copy
 import math
 
+import pytest
 import torch
 
 from edgeprune.data.batches import batch_schedule
+from edgeprune.data.transforms import normalise
 from edgeprune.distill.distiller import DistillConfig, distill
 from edgeprune.distill.targets import FeatureStore, build_pseudo_labels
 from edgeprune.models import zoo
@@ -199,3 +202,41 @@ def test_a_distiller_refuses_the_auto_mode_it_cannot_decide_alone():
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
     with pytest.raises(ValueError, match="distill\\(\\) resolves auto"):
         Distiller(remove_blocks(teacher, ["layer1.0"]), entry, pixels, store, DistillConfig(student_bn="auto"))
+
+
+def _logit_distiller(student, entry, pixels, store, **recipe):
+    from edgeprune.distill.distiller import Distiller
+
+    cfg = DistillConfig.paper(steps=2, batch_size=16, keep_best=True, val_images=16, **recipe)
+    return Distiller(student, entry, pixels, store, cfg)
+
+
+def test_logit_term_adds_the_originals_kl_through_the_frozen_head():
+    import torch.nn.functional as F
+
+    teacher, entry, pixels = _setup(n=96)
+    teacher.eval()
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
+    student = remove_blocks(teacher, ["layer1.0", "layer3.1"])
+    plain = _logit_distiller(copy.deepcopy(student), entry, pixels, store)
+    with_kl = _logit_distiller(copy.deepcopy(student), entry, pixels, store, logit_weight=2.0, logit_temperature=3.0)
+    assert plain.logit is None and plain.result.logit_term == {}
+    assert with_kl.result.logit_term == {"weight": 2.0, "temperature": 3.0, "head": "gap+flatten+head"}
+    # the validation loss (= the training objective) gains 2 * 3^2 * KL(original || student) at T = 3, per image
+    val = torch.as_tensor(with_kl.val_pos)
+    with torch.no_grad():
+        t, s = teacher(normalise(pixels[val], entry.mean, entry.std)), student.eval()(normalise(pixels[val], entry.mean, entry.std))
+    kl = F.kl_div(F.log_softmax(s / 3, 1), F.log_softmax(t / 3, 1), log_target=True, reduction="batchmean")
+    assert float(kl) > 1e-3
+    assert with_kl.validation_loss() - plain.validation_loss() == pytest.approx(2 * 9 * float(kl), rel=2e-2)
+    with_kl.step()  # the head stays in eval mode (no dropout in the logit term) while the rest trains
+    assert with_kl.student.training and not with_kl.logit.head_module.training
+    plain.step()  # same weights, same first batch: the logit term adds to the training loss too
+    assert with_kl.result.losses[0] > plain.result.losses[0]
+
+
+def test_logit_term_is_off_when_the_head_trains():
+    teacher, entry, pixels = _setup(n=96)
+    store = build_pseudo_labels(teacher, entry, pixels, batch_size=16)
+    d = _logit_distiller(remove_blocks(teacher, ["layer1.0"]), entry, pixels, store, logit_weight=1.0, freeze_head=False)
+    assert d.logit is None and d.result.logit_term == {} and any("logit term off" in n for n in d.result.notes)

@@ -1,13 +1,15 @@
 """Student BatchNorm mode on labelled Fashion-MNIST streams: train, frozen and auto (not a test).
 
     python tools/probe_student_bn.py fmnist_resnet gaussian_noise:3,clean,elastic_transform:3,mixed train,frozen,auto 60
+    python tools/probe_student_bn.py fmnist_resnet gaussian_noise:3,clean auto 60 0:1,1:1   # logit term off / on
 
 Writes 2000 Fashion-MNIST test images per stream (seeded) as class folders under OUT (default
 out/student_bn), runs `edgeprune adapt` (pipeline.adapt.adapt, k = 3, the benchmark's latency profile
 docs/benchmarks/profile_<model>.json, every other option at its default) once per stream and mode,
 and appends one JSON line per run to OUT/results.jsonl: accuracy of the original and the adapted
 model on the 1000 held-out images, agreement, teacher statistics chosen, and the auto probe's
-evidence. "mixed": each image clean or one of gaussian_noise 3 / glass_blur 2 / elastic_transform 3.
+evidence. The optional fifth argument lists logit terms WEIGHT:TEMPERATURE (distill/logit_term.py;
+default: the recipe's), each run with every mode. "mixed": each image clean or one of gaussian_noise 3 / glass_blur 2 / elastic_transform 3.
 docs/benchmarks/fidelity.md (section 4) reports its runs. Needs the trained source models
 (tools/train_source.py).
 """
@@ -22,6 +24,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from edgeprune.distill.config import DistillConfig  # noqa: E402
 from edgeprune.pipeline.adapt import adapt  # noqa: E402
 from edgeprune.research.corruptions import corrupt  # noqa: E402
 from edgeprune.research.fashion_mnist import load_fashion_mnist, to_rgb32  # noqa: E402
@@ -55,21 +58,27 @@ def main() -> None:
     torch.set_num_threads(1)
     model, streams, modes = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
     steps = int(sys.argv[4]) if len(sys.argv) > 4 else 60
+    recipe = DistillConfig()
+    terms = [tuple(float(v) for v in t.split(":")) for t in sys.argv[5].split(",")] if len(sys.argv) > 5 else [
+        (recipe.logit_weight, recipe.logit_temperature)]
     x, y = load_fashion_mnist("test")
     idx = np.random.default_rng(0).choice(len(y), 2000, replace=False)
     imgs, labels = to_rgb32(x[idx]), y[idx]
     for name in streams:
         folder = stream(name, imgs, labels)
-        for mode in modes:
+        for mode, (weight, temp) in [(m, t) for m in modes for t in terms]:
             t = time.perf_counter()
-            out = ROOT / f"out_{model}_{name.replace(':', '')}_{mode}_{steps}"
+            out = ROOT / f"out_{model}_{name.replace(':', '')}_{mode}_{steps}_kd{weight:g}t{temp:g}"
             rep = adapt(folder, out, model=model, profile=BENCH / f"profile_{model}.json", blocks=3, steps=steps,
-                        student_bn=mode, force=True, measure_latency=False, allow_device_mismatch=True).report
+                        student_bn=mode, logit_weight=weight, logit_temperature=temp, force=True,
+                        measure_latency=False, allow_device_mismatch=True).report
             f, d = rep["fidelity"], rep["distillation"]
-            row = {"model": model, "stream": name, "student_bn": mode, "steps": steps, "seconds": round(time.perf_counter() - t),
+            row = {"model": model, "stream": name, "student_bn": mode, "steps": steps, "logit_weight": weight,
+                   "logit_temperature": temp, "seconds": round(time.perf_counter() - t),
                    "removed": rep["removed_blocks"], "teacher_stats": rep["normalisation"].get("teacher_stats_used"),
                    "accuracy_original": f["accuracy_original"], "accuracy_after": f["accuracy_after"],
-                   "agreement_after": f["agreement_after"], "student_bn_used": d.get("student_bn_used"),
+                   "agreement_after": f["agreement_after"], "kl_after": f["after"]["kl_original_adapted"],
+                   "student_bn_used": d.get("student_bn_used"),
                    "probe": d.get("student_bn_probe")}
             print(json.dumps(row), flush=True)
             with open(ROOT / "results.jsonl", "a") as fh:

@@ -58,6 +58,11 @@ _BN_PROBE_STEPS = typer.Option(_RECIPE.bn_probe_steps, help="Steps each student 
     "--student-bn auto decides (the loser's steps are the probe's cost).")
 _LOCAL_STEPS = typer.Option(_RECIPE.local_steps, "--local-steps", help="Steps of local gap reconstruction per removed "
     "block before the global distillation (0 = off, the default; README).")
+_LOGIT_WEIGHT = typer.Option(_RECIPE.logit_weight, "--logit-weight", help="Weight of a KL term between the original's "
+    "and the student's class outputs added to the feature loss (teacher logits from the stored features through the "
+    "frozen head; 0 = feature loss only, the default; README).")
+_LOGIT_TEMPERATURE = typer.Option(_RECIPE.logit_temperature, "--logit-temperature", help="Softmax temperature of that "
+    "term (the term is scaled by T^2).")
 _TRAIN_HEAD = typer.Option(False, "--train-head", help="Also train the classifier head (the paper keeps it frozen).")
 _TRAIN_SCOPE = typer.Option(_RECIPE.train_scope, "--train-scope", help="suffix (default): freeze the layers before the first removed "
     "block and train the rest from their output, cached with the pseudo-labels (same accuracy, "
@@ -115,6 +120,8 @@ def adapt(
     student_bn: str = _STUDENT_BN,
     bn_probe_steps: int = _BN_PROBE_STEPS,
     local_steps: int = _LOCAL_STEPS,
+    logit_weight: float = _LOGIT_WEIGHT,
+    logit_temperature: float = _LOGIT_TEMPERATURE,
     train_head: bool = _TRAIN_HEAD,
     train_scope: str = _TRAIN_SCOPE,
     precision: str = _PRECISION,
@@ -146,7 +153,8 @@ def adapt_options(p: dict) -> AdaptOptions:
     recipe = adapt_recipe(steps=p["steps"], batch_size=p["batch"], lr=p["lr"], freeze_head=not p["train_head"],
                           train_scope=p["train_scope"], precision=p["precision"], early_stop=p["early_stop"],
                           micro_batch=p["micro_batch"] or None, teacher_stats=p["teacher_stats"], student_bn=p["student_bn"],
-                          local_steps=p["local_steps"], bn_probe_steps=p["bn_probe_steps"])
+                          local_steps=p["local_steps"], bn_probe_steps=p["bn_probe_steps"],
+                          logit_weight=p["logit_weight"], logit_temperature=p["logit_temperature"])
     return AdaptOptions(p["images"], p["output"], model=p["model"], profile=p["profile"], weights=p["weights"],
                         blocks=p["blocks"], target_saving=p["target_saving"], latency_budget_ms=p["latency_budget_ms"],
                         criterion=p["criterion"], prune_images=p["prune_images"], finetune_images=p["finetune_images"],

@@ -22,7 +22,8 @@ DEFAULT_BLOCKS = 3  # the short form's plan when no --blocks/--target-saving/--l
 RECIPE_KEYWORDS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "train_scope": "train_scope",
                    "precision": "precision", "early_stop": "early_stop", "micro_batch": "micro_batch",
                    "teacher_stats": "teacher_stats", "student_bn": "student_bn", "local_steps": "local_steps",
-                   "bn_probe_steps": "bn_probe_steps"}
+                   "bn_probe_steps": "bn_probe_steps", "logit_weight": "logit_weight",
+                   "logit_temperature": "logit_temperature"}
 
 
 def adapt_recipe(**overrides) -> DistillConfig:

@@ -185,7 +185,7 @@ def _distillation(prep: Prepared, d: Distilled) -> dict:
             "final_loss": dres.final_loss, "first_loss": dres.losses[0] if dres.losses else None,
             "stopped_nonfinite": dres.stopped_nonfinite, "restored_step": dres.restored_step, "kept": dres.kept,
             "student_bn": d.config.student_bn, "student_bn_used": dres.student_bn.get("chosen", d.config.student_bn),
-            "student_bn_probe": dres.student_bn or None, "local": d.local,
+            "student_bn_probe": dres.student_bn or None, "local": d.local, "logit_term": dres.logit_term or None,
             "train_images": dres.train_images, "prefix_stage": dres.prefix_stage, "seconds": dres.seconds,
             "setup_seconds": dres.setup_seconds, "check_seconds": dres.check_seconds, "notes": dres.notes,
             "cached_prefix_mb": targets.prefix.store.nbytes / 2**20 if targets.prefix else 0.0,
