@@ -4,7 +4,7 @@ against MSE + logit KL (distill/logit_term.py), and learning rates.
     python tools/make_photo_stream.py STREAM --n 1300 --mix clean,fog,gaussian_noise --severity 2
     python tools/probe_logit_kd.py STREAM 100 0:1 1:1 1:4 0:1:0.05 [--evals 30,60,100]
 
-Each variant is WEIGHT:TEMPERATURE[:LR]. Every variant is the real ``distill.Distiller`` at the
+Each variant is WEIGHT:TEMPERATURE[:LR[:DECAY_EVERY]] (the fraction of the steps between x0.1). Every variant is the real ``distill.Distiller`` at the
 adapt recipe (suffix scope, micro-batches of 32, early stop and keep-best on the 64-image
 validation slice) with the student BatchNorm mode fixed (--student-bn, default frozen: what
 ``auto`` chooses on efficientnet_lite0) and teacher statistics source; the same pruned student
@@ -51,7 +51,8 @@ def rounded(metrics: dict) -> dict:
 def parse_variant(text: str, base_lr: float) -> dict:
     parts = [float(p) for p in text.split(":")]
     return {"name": text, "logit_weight": parts[0], "logit_temperature": parts[1] if len(parts) > 1 else 1.0,
-            "lr": parts[2] if len(parts) > 2 else base_lr}
+            "lr": parts[2] if len(parts) > 2 else base_lr,
+            "decay_every": parts[3] if len(parts) > 3 else DistillConfig().decay_every}
 
 
 def main() -> None:
@@ -85,7 +86,8 @@ def main() -> None:
     runs = []
     for v in (parse_variant(t, args.lr) for t in args.variants):
         cfg = dataclasses.replace(DistillConfig(), steps=args.steps, student_bn=args.student_bn, lr=v["lr"],
-                                  logit_weight=v["logit_weight"], logit_temperature=v["logit_temperature"])
+                                  logit_weight=v["logit_weight"], logit_temperature=v["logit_temperature"],
+                                  decay_every=v["decay_every"])
         d = Distiller(remove_blocks(teacher, removed), entry, imgs.pixels[ft], targets.labels, cfg, prefix=targets.prefix,
                       removed=removed, hardware=dataclasses.replace(hw, notes=[]))
         runs.append((v, d, {"curve": [], "seconds": 0.0}))
