@@ -53,15 +53,16 @@ def build_int8(fp32: str | os.PathLike, out_path: str | os.PathLike, calibration
         pre = preprocess(fp32, work / "pre.onnx")
         record = choose(Path(fp32), pre, work, calib, np.asarray(held, dtype=np.float32), settings, config.gate,
                         config.keep_float, config.try_groups, threads, config.timing,
-                        config.max_sensitive_float)
+                        config.max_sensitive_float, config.bias_correction)
         if record["passed"]:
             _copy(Path(record["path"]), out_path)
         elif failed_copy is not None:
             _copy(Path(record["path"]), Path(failed_copy))
             record["failed_copy"] = str(failed_copy)
-    quant = record.pop("quantisation")
+    quant, corrected = record.pop("quantisation"), record.pop("bias_correction")
     return {**record, "written": record["passed"], "path": str(out_path) if record["passed"] else None,
-            "calibration": {"images": quant["calibration_images"], "source": calibration_source, **quant["settings"]},
+            "calibration": {"images": quant["calibration_images"], "source": calibration_source, **quant["settings"],
+                            "bias_correction": corrected},
             "warnings": quant["warnings"], "seconds": time.perf_counter() - started}
 
 

@@ -60,6 +60,7 @@ class Int8Config:
     keep_float: tuple[str, ...] = ()  # nodes that stay in float whatever the rule finds
     try_groups: bool = True  # the measured per-op-group speed rule (rule.py)
     max_sensitive_float: int = 16  # nodes the accuracy rule may keep in float (0: none)
+    bias_correction: bool = True  # subtract the mean shift of the weights' rounding from the biases (bias.py)
     timing: dict = field(default_factory=dict)  # the candidates' latency measurement (budget_s, ...)
 
     def validate(self) -> Int8Config:

@@ -36,9 +36,39 @@ COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 ACTIVATIONS = ("Clip", "Relu")  # fused into the producing node by the quantiser
 
 
+class Quantiser:
+    """Quantises ``pre`` with given nodes in float, bias-corrected when asked (``bias.py``).
+
+    The correction needs the weights' rounding, so the first ``build`` quantises ``pre`` as it is
+    once more (every node quantised). Calibration runs once per source graph (a ranges cache).
+    """
+
+    def __init__(self, pre: Path, workdir: Path, calibration: np.ndarray, settings: QuantSettings, bias_correction: bool):
+        self.pre, self.workdir, self.calibration, self.settings = pre, workdir, calibration, settings
+        self.bias_correction, self._corrector = bias_correction, None
+
+    def build(self, name: str, keep: tuple[str, ...]) -> dict:
+        """``quantise``'s record for the graph ``name`` with ``keep`` in float."""
+        if not self.bias_correction:
+            return quantise(self.pre, self.workdir / f"{name}.onnx", self.calibration, self.settings, keep,
+                            self.workdir / "calibration-ranges.json")
+        if self._corrector is None:
+            from .bias import BiasCorrector
+
+            rounded = quantise(self.pre, self.workdir / "uncorrected.onnx", self.calibration, self.settings, (),
+                               self.workdir / "calibration-ranges.json")
+            self._corrector = BiasCorrector(self.pre, rounded["path"], self.calibration)
+        source = self._corrector.write(self.workdir / f"{name}.corrected.onnx", keep)
+        return quantise(source, self.workdir / f"{name}.onnx", self.calibration, self.settings, keep,
+                        self.workdir / "calibration-ranges-corrected.json")
+
+    def summary(self) -> dict | None:
+        return None if self._corrector is None else self._corrector.summary()
+
+
 def choose(fp32: Path, pre: Path, workdir: Path, calibration: np.ndarray, held: np.ndarray, settings: QuantSettings,
            gate: Int8Gate, keep_float: tuple[str, ...] = (), try_groups: bool = True, threads: int | None = None,
-           timing: dict | None = None, max_sensitive_float: int = SENSITIVITY_STEPS[-1]) -> dict:
+           timing: dict | None = None, max_sensitive_float: int = SENSITIVITY_STEPS[-1], bias_correction: bool = True) -> dict:
     """Quantise ``pre`` by the rule (module docstring); the chosen graph is ``result["path"]``.
 
     Args:
@@ -48,24 +78,27 @@ def choose(fp32: Path, pre: Path, workdir: Path, calibration: np.ndarray, held: 
         keep_float: nodes that stay in float whatever the rule finds.
         try_groups: run the speed rule (else "all" only).
         max_sensitive_float: at most this many nodes kept in float by the accuracy rule.
+        bias_correction: correct the biases for the weights' rounding (``bias.py``) before the
+            candidates are quantised.
         threads, timing: the candidates' latency measurement (``measure_onnx_latency``).
     Returns:
         dict(passed, chosen, path, keep_float [{name, op, reason}], candidates [...], fp32 (Stats
-        dict), sensitivity (None or its steps), gate (the chosen graph's verdict), quantisation).
+        dict), sensitivity (None or its steps), gate (the chosen graph's verdict), quantisation,
+        bias_correction (None or ``BiasCorrector.summary()``)).
     """
-    cache = workdir / "calibration-ranges.json"
+    quant = Quantiser(pre, workdir, calibration, settings, bias_correction)
     label = f"{len(held)} held-out images"
     reference = graph_logits(fp32, held, threads)
     keeps = {"all": tuple(keep_float)}
     group_nodes = {g: find(pre) for g, find in SPEED_GROUPS.items()} if try_groups else {}
     keeps.update({f"{g}_float": tuple(sorted(set(keep_float) | set(n))) for g, n in group_nodes.items() if n})
-    built = {name: quantise(pre, workdir / f"{name}.onnx", calibration, settings, keep, cache) for name, keep in keeps.items()}
+    built = {name: quant.build(name, keep) for name, keep in keeps.items()}
     verdicts = {name: int8_verdict(reference, graph_logits(b["path"], held, threads), gate, label) for name, b in built.items()}
     batch = reader_for(calibration, pre).batch  # a static graph runs at its own batch
     stats = _time({"fp32": fp32, **{n: b["path"] for n, b in built.items()}}, held[:batch], threads, timing)
     chosen = _fastest_passing(verdicts, stats)
     record = {"candidates": [_candidate(n, keeps[n], stats, verdicts[n]) for n in keeps], "fp32": stats["fp32"].to_dict(),
-              "sensitivity": None, "quantisation": built["all"]}
+              "sensitivity": None, "quantisation": built["all"], "bias_correction": quant.summary()}
     reasons = {n: "asked (keep_float)" for n in keep_float}
     if chosen is not None and chosen != "all":
         group = chosen[: -len("_float")]
@@ -76,8 +109,7 @@ def choose(fp32: Path, pre: Path, workdir: Path, calibration: np.ndarray, held: 
         reasons.update({n: why for n in group_nodes[group] if n not in reasons})
     if chosen is None:
         chosen, path, verdict, record["sensitivity"], extra = _by_sensitivity(
-            pre, built["all"]["path"], workdir, calibration, held, reference, settings, gate, keep_float, cache, threads,
-            max_sensitive_float)
+            quant, built["all"]["path"], held, reference, gate, keep_float, threads, max_sensitive_float)
         reasons.update(extra)
     else:
         path, verdict = built[chosen]["path"], verdicts[chosen]
@@ -116,14 +148,15 @@ def _candidate(name: str, keep: tuple[str, ...], stats: dict[str, Stats], verdic
             "agreement": verdict["agreement"], "passed": verdict["passed"]}
 
 
-def _by_sensitivity(pre, qdq, workdir, calibration, held, reference, settings, gate, keep_float, cache, threads, limit):
+def _by_sensitivity(quant, qdq, held, reference, gate, keep_float, threads, limit):
     """Keep the most sensitive nodes in float, worst first, until the gate passes (step 2)."""
-    ranked = node_sensitivity(pre, qdq, calibration[:SENSITIVITY_IMAGES], workdir) if limit > 0 else []
+    calibration = quant.calibration
+    ranked = node_sensitivity(quant.pre, qdq, calibration[:SENSITIVITY_IMAGES], quant.workdir) if limit > 0 else []
     steps, path, verdict, label = [], qdq, None, f"{len(held)} held-out images"
     cap = min(len(ranked), limit)
     for k in [k for k in SENSITIVITY_STEPS if k < cap] + ([cap] if cap else []):
         keep = tuple(sorted(set(keep_float) | {n for n, _ in ranked[:k]}))
-        path = quantise(pre, workdir / f"sensitive-{k}.onnx", calibration, settings, keep, cache)["path"]
+        path = quant.build(f"sensitive-{k}", keep)["path"]
         verdict = int8_verdict(reference, graph_logits(path, held, threads), gate, label)
         steps.append({"float_nodes": k, "agreement": verdict["agreement"], "passed": verdict["passed"]})
         if verdict["passed"]:
