@@ -139,3 +139,27 @@ def test_a_static_batch_graph_is_calibrated_gated_and_timed_at_its_batch(tmp_pat
     rec = build_int8(fp32, tmp_path / "b2.int8.onnx", _images(8, seed=0), _images(16, seed=1), Int8Config(timing=FAST))
     assert rec["written"] and rec["calibration"]["images"] == 8 and rec["gate"]["n"] == 16
     assert ort_session(tmp_path / "b2.int8.onnx").get_inputs()[0].shape[0] == 2
+
+
+def test_nodes_kept_in_float_run_in_float(tmp_path):
+    """ONNX Runtime's WeightBiasQuantization would quantise a float Conv fed by a DequantizeLinear
+    per tensor at load time; ort_session turns it off, so the graph runs as the rule built it."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+                        nn.Conv2d(8, 4, 1)).eval()
+    with torch.no_grad():
+        net[2].weight[0].mul_(300)  # one channel 300x the others: per-tensor int8 rounds the rest to ~0
+    fp32 = export_onnx(net, torch.zeros(1, 3, 8, 8), tmp_path / "m.onnx")
+    pre = preprocess(fp32, tmp_path / "pre.onnx")
+    dw = depthwise_convs(pre)
+    qdq = quantise(pre, tmp_path / "q.onnx", _images(16, 0)[:, :, :8, :8], keep_float=dw)["path"]
+    x = _images(4, 1)[:, :, :8, :8]
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the QDQ graph as written
+    written = ort.InferenceSession(qdq, opts, providers=["CPUExecutionProvider"])
+    as_built = np.concatenate([written.run(None, {"input": x[i:i + 1]})[0] for i in range(4)])
+    ours = graph_logits(qdq, x)
+    rel = np.abs(ours - as_built).max() / np.abs(as_built).max()
+    assert rel < 0.05, f"the float depthwise conv did not run as written (relative error {rel:.2f})"

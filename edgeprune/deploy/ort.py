@@ -52,6 +52,12 @@ def execution_providers(device: str = "cpu") -> list[str]:
     return providers
 
 
+# ONNX Runtime (>= 1.20) quantises the weights of a float Conv/Gemm fed by a DequantizeLinear itself,
+# per tensor, at load time: the nodes an INT8 graph keeps in float would run in int8 (depthwise
+# convolutions then lose most of their precision). Off in every session (no effect on fp32 graphs).
+DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+
+
 def ort_session(path: str | os.PathLike, device: str = "cpu", threads: int | None = None, spinning: bool = False):
     """An ONNX Runtime inference session for ``path`` on ``device``.
 
@@ -85,7 +91,8 @@ def ort_session(path: str | os.PathLike, device: str = "cpu", threads: int | Non
         idx = device.split(":", 1)[1]
         provider_options = [{"device_id": idx} if p != "CPUExecutionProvider" else {} for p in providers]
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers, provider_options=provider_options)
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers, provider_options=provider_options,
+                                    disabled_optimizers=DISABLED_OPTIMIZERS)
     except Exception as exc:
         raise ExportError(f"onnxruntime cannot load {path}: {str(exc).strip().splitlines()[0][:300]}") from None
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ort import DISABLED_OPTIMIZERS
 from ..outputs import WRITE_ERRNOS, atomic_path, write_error
 from .config import Int8Config
 from .quantize import preprocess
@@ -38,8 +39,10 @@ def build_int8(fp32: str | os.PathLike, out_path: str | os.PathLike, calibration
         failed_copy: where to copy the chosen graph when it FAILS the gate (a benchmark times it;
             ``record["failed_copy"]``); never ``out_path``.
     Returns:
-        dict(written, path, passed, seconds, calibration {images, source, method, ...},
-        keep_float, candidates, fp32, sensitivity, gate, warnings): ``rule.choose``'s record.
+        dict(written, path, passed, seconds, calibration {images, source, method, ...,
+        bias_correction}, keep_float, candidates, fp32, sensitivity, gate, warnings, runtime
+        {disabled_optimizers: what an ONNX Runtime session must switch off to run the graph as
+        gated}): ``rule.choose``'s record.
     """
     from .rule import choose
 
@@ -63,7 +66,8 @@ def build_int8(fp32: str | os.PathLike, out_path: str | os.PathLike, calibration
     return {**record, "written": record["passed"], "path": str(out_path) if record["passed"] else None,
             "calibration": {"images": quant["calibration_images"], "source": calibration_source, **quant["settings"],
                             "bias_correction": corrected},
-            "warnings": quant["warnings"], "seconds": time.perf_counter() - started}
+            "warnings": quant["warnings"], "runtime": {"disabled_optimizers": list(DISABLED_OPTIMIZERS)},
+            "seconds": time.perf_counter() - started}
 
 
 def _copy(src: Path, dst: Path) -> None:
