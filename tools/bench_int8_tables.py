@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
+from edgeprune.formatting import percent
 
 
 def _x(v) -> str:
@@ -54,7 +52,7 @@ def markdown(d: dict) -> str:
             lines.append(f"| {name} | {'real' if name == 'efficientnet_lite0' else 'random'} | {label} | {ms['fp32_original']} "
                          f"| {ms['fp32_pruned']} | {ms.get('int8_original', 'n/a')} | {ms.get('int8_pruned', 'n/a')} "
                          f"| {_x(f['prune_only'])} | {_x(f.get('int8_only_on_pruned'))} | {_x(f.get('int8_only_on_original'))} "
-                         f"| **{_x(speed)}** | {_pct(agree)} / {_pct(fid.get('confident_agreement'))} "
+                         f"| **{_x(speed)}** | {percent(agree)} / {percent(fid.get('confident_agreement'))} "
                          f"({fid.get('confident_images')} images) | {gate} | {'met' if met else 'missed'} |")
     lines.append("")
     for name, m in d["models"].items():
@@ -72,7 +70,7 @@ def _model_section(name: str, m: dict) -> list[str]:
     q, ag = m["int8"]["pruned"], m["agreement"]
     lines = [f"## {name}", "", f"- weights: {m['weights']}",
              f"- removed (k = {len(m['removed_blocks'])}, TT-MPD on the INT8 profile): "
-             + ", ".join(f"`{b}`" for b in m["removed_blocks"]) + f"; predicted INT8 saving {_pct(m['predicted_saving_int8_profile'])}",
+             + ", ".join(f"`{b}`" for b in m["removed_blocks"]) + f"; predicted INT8 saving {percent(m['predicted_saving_int8_profile'])}",
              f"- images: {m['images']['calibration']} calibration (fine-tune images), {m['images']['held_out']} held out, "
              f"stream of {m['images']['stream']} crops of about 19 source photos (held-out agreement is correlated across images)",
              f"- calibration: {q['calibration']['method']}, per-channel {q['calibration']['per_channel']}, reduce_range "
@@ -80,21 +78,21 @@ def _model_section(name: str, m: dict) -> list[str]:
              f"- float-node rule on the pruned model: chose `{q['chosen']}`; {len(q['keep_float'])} node(s) kept in float"]
     lines += [f"  - `{k['name']}` ({k['op']}): {k['reason']}" for k in q["keep_float"][:20]]
     lines += ["", "| candidate (pruned model) | float nodes | median ms | vs fp32 | agreement | passed |", "|---|---|---|---|---|---|"]
-    lines += [f"| {c['name']} | {c['float_nodes']} | {c['median_ms']:.2f} | {_x(c['speedup_vs_fp32'])} | {_pct(c['agreement'])} "
+    lines += [f"| {c['name']} | {c['float_nodes']} | {c['median_ms']:.2f} | {_x(c['speedup_vs_fp32'])} | {percent(c['agreement'])} "
               f"| {'yes' if c['passed'] else 'no'} |" for c in q["candidates"]]
     lines += ["", "| held-out fidelity | top-1 agreement | top-5 overlap | confident images | agreement there | KL |",
               "|---|---|---|---|---|---|"]
     for label, f in ag.items():
         if f:
-            lines.append(f"| {label} | {_pct(f['agreement'])} | {_pct(f['top5_overlap'])} | {f['confident_images']} "
-                         f"| {_pct(f['confident_agreement'])} | {f['kl_original_adapted']:.4f} |")
+            lines.append(f"| {label} | {percent(f['agreement'])} | {percent(f['top5_overlap'])} | {f['confident_images']} "
+                         f"| {percent(f['confident_agreement'])} | {f['kl_original_adapted']:.4f} |")
     for label, s in m["timings"].items():
         lines += ["", f"Latency, {label} (ms; n = {min(v['n'] for v in s.values())} interleaved rounds):", "",
                   "| graph | median | p90 | p95 | p99 | robust CV |", "|---|---|---|---|---|---|"]
-        lines += [f"| {k} | {v['median_ms']:.3f} | {v['p90_ms']:.3f} | {v['p95_ms']:.3f} | {v['p99_ms']:.3f} | {_pct(v['cv'])} |"
+        lines += [f"| {k} | {v['median_ms']:.3f} | {v['p90_ms']:.3f} | {v['p95_ms']:.3f} | {v['p99_ms']:.3f} | {percent(v['cv'])} |"
                   for k, v in s.items()]
     savings = sorted(m["profile"]["savings"].items(), key=lambda kv: -kv[1])
-    lines += ["", "INT8 profile savings (largest first): " + ", ".join(f"`{n}` {_pct(v)}" for n, v in savings), ""]
+    lines += ["", "INT8 profile savings (largest first): " + ", ".join(f"`{n}` {percent(v)}" for n, v in savings), ""]
     if q.get("warnings"):
         lines += ["onnxruntime's quantiser warned: " + "; ".join(q["warnings"][:5]), ""]
     return lines
