@@ -92,20 +92,14 @@ def test_adapt_writes_all_artifacts_and_reloads(setup):
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
+def small(tmp_path_factory, random_fmnist_resnet):
     """The 32-px Fashion-MNIST ResNet (research/source_models.py, random weights) and its profile:
     small enough that the training criteria (Practise, CURL) score it in seconds."""
-    from edgeprune.latency.measurement import run_profile
     from edgeprune.latency.profiles import save_profile
 
     tmp = tmp_path_factory.mktemp("small")
-    torch.manual_seed(0)
-    model, _, _ = zoo.load_model("fmnist_resnet", weights="random")
-    torch.save(model.state_dict(), tmp / "fmnist_resnet.pt")
-    # a quick profile: the savings only need to exist, not to be precise
-    prof = run_profile("fmnist_resnet", backend="torch", budget_s=0.5, warmup_s=0.1, min_repeats=3, max_repeats=10)
-    save_profile(prof, tmp / "profile.json")
-    return {"weights": tmp / "fmnist_resnet.pt", "profile": tmp / "profile.json", "images": _stream(tmp / "stream", n=32)}
+    save_profile(random_fmnist_resnet["profile"], tmp / "profile.json")
+    return {"weights": random_fmnist_resnet["weights"], "profile": tmp / "profile.json", "images": _stream(tmp / "stream", n=32)}
 
 
 @pytest.mark.parametrize("criterion", CRITERIA.names())

@@ -10,34 +10,28 @@ import torch
 
 from edgeprune.deploy.int8.config import Int8Config
 from edgeprune.errors import ProfileError, UsageError
-from edgeprune.models import zoo
 from edgeprune.pipeline.adapt import adapt
 
 from test_adapt import _stream
 from test_cli_errors import cli  # noqa: F401 (the forking CLI runner fixture)
 
 FAST = {"budget_s": 0.3, "min_repeats": 3, "warmup_s": 0.05}
-QUICK_PROFILE = dict(budget_s=0.5, warmup_s=0.1, min_repeats=3, max_repeats=10)
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    from edgeprune.latency.measurement import run_profile
+def small(tmp_path_factory, random_fmnist_resnet):
     from edgeprune.latency.profiles import save_profile
 
     tmp = tmp_path_factory.mktemp("int8p")
-    torch.manual_seed(0)
-    model, _, _ = zoo.load_model("fmnist_resnet", weights="random")
-    torch.save(model.state_dict(), tmp / "w.pt")
-    prof = run_profile("fmnist_resnet", backend="torch", **QUICK_PROFILE)
+    weights, prof = random_fmnist_resnet["weights"], random_fmnist_resnet["profile"]
     paths = {"fp32": save_profile(prof, tmp / "profile-fp32.json")}
     # The plan only reads the savings: the same measurement labelled int8 stands in for an INT8
     # profile here (test_int8_backend_times_quantised_graphs measures real INT8 variants).
     paths["int8"] = save_profile({**prof, "precision": "int8"}, tmp / "profile-int8.json")
     images = _stream(tmp / "stream", n=48)
     out = tmp / "adapted"
-    result = adapt(images, out, **ADAPT, weights=tmp / "w.pt", profile=paths["int8"])
-    return {"tmp": tmp, "weights": tmp / "w.pt", "profile": paths, "images": images, "out": out, "result": result}
+    result = adapt(images, out, **ADAPT, weights=weights, profile=paths["int8"])
+    return {"tmp": tmp, "weights": weights, "profile": paths, "images": images, "out": out, "result": result}
 
 
 ADAPT = dict(model="fmnist_resnet", blocks=2, prune_images=8, finetune_images=24, steps=2, batch=8, measure_latency=False,

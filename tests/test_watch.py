@@ -75,18 +75,13 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def W(tmp_path_factory):
+def W(tmp_path_factory, random_fmnist_resnet):
     """Weights, profile and a deploy folder holding version 1 (adapted on 48 clean images)."""
-    from edgeprune.latency.measurement import run_profile
     from edgeprune.latency.profiles import save_profile
 
     root = tmp_path_factory.mktemp("watch")
-    torch.manual_seed(0)
-    model, _, _ = zoo.load_model("fmnist_resnet", weights="random")
-    torch.save(model.state_dict(), root / "w.pt")
-    prof = run_profile("fmnist_resnet", backend="torch", budget_s=0.5, warmup_s=0.1, min_repeats=3, max_repeats=10)
-    save_profile(prof, root / "p.json")
-    base = {"root": root, "weights": root / "w.pt", "profile": root / "p.json"}
+    save_profile(random_fmnist_resnet["profile"], root / "p.json")
+    base = {"root": root, "weights": random_fmnist_resnet["weights"], "profile": root / "p.json"}
     put_images(root / "stream", 48)
     assert run_watch(options(base, root / "stream", root / "deploy")) == 0
     assert DeployFolder(root / "deploy").current().version == 1
