@@ -24,13 +24,15 @@ GPU_HERE = {"kind": "cuda", "gpu": "NVIDIA H200", "compute_capability": "9.0", "
             "cpu_isa": ["avx2", "fma"]}
 
 
-def fake_tensorrt(version: str = "10.13.0", fp16_flag: bool = True, fail: tuple[str, ...] = ()):
+def fake_tensorrt(version: str = "10.13.0", fp16_flag: bool = True, fail: tuple[str, ...] = (), qdq_layers: int = 0):
+    """``fp16_flag=False``: TensorRT 11 (no precision flags). ``qdq_layers``: Q/DQ layers in the parsed network."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.float32, trt.float16 = "float32", "float16"
     trt.calls = []
     trt.Logger = type("Logger", (), {"ERROR": 1, "__init__": lambda self, sev: None})
-    trt.BuilderFlag = type("BuilderFlag", (), {"FP16": 0} if fp16_flag else {})
+    trt.BuilderFlag = type("BuilderFlag", (), {"FP16": 0, "INT8": 1} if fp16_flag else {})
+    trt.LayerType = type("LayerType", (), {"CONVOLUTION": 0, "QUANTIZE": 32, "DEQUANTIZE": 33})
     trt.NetworkDefinitionCreationFlag = type("NDCF", (), {"STRONGLY_TYPED": 1})
     trt.MemoryPoolType = type("MemoryPoolType", (), {"WORKSPACE": 0})
     trt.Dims = list
@@ -38,11 +40,20 @@ def fake_tensorrt(version: str = "10.13.0", fp16_flag: bool = True, fail: tuple[
     class Tensor:
         name, dtype, shape = "input", "float32", [-1, 3, 8, 8]
 
+    class Layer:
+        def __init__(self, kind):
+            self.type = kind
+
     class Network:
         num_inputs = 1
+        layers = [32, 33] * (qdq_layers // 2) + [32] * (qdq_layers % 2) + [0, 0]  # Q/DQ pairs + two convolutions
+        num_layers = len(layers)
 
         def get_input(self, i):
             return Tensor()
+
+        def get_layer(self, i):
+            return Layer(self.layers[i])
 
     class Parser:
         num_errors = 1

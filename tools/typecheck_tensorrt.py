@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TENSORRT_MODULES = (
     "edgeprune/deploy/tensorrt_build.py",
     "edgeprune/deploy/tensorrt_engine.py",
+    "edgeprune/deploy/tensorrt_int8.py",
     "edgeprune/latency/backends/tensorrt_backend.py",
     "edgeprune/latency/fingerprint.py",
 )

@@ -18,14 +18,16 @@ _INT8 = Int8Config()
 def export(
     model: Path = typer.Option(..., "--model", "-m", help="A pruned model manifest (DIR/model.pt)."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Write model.onnx next to the manifest (with a parity check)."),
-    tensorrt: bool = typer.Option(False, "--tensorrt", help="Build model.engine with TensorRT (needs tensorrt + CUDA)."),
-    fp16: bool = typer.Option(True, "--fp16/--fp32", help="TensorRT precision."),
+    tensorrt: bool = typer.Option(False, "--tensorrt", help="Build model.engine with TensorRT (needs tensorrt + CUDA); with "
+                                  "--int8 model.int8.engine from a symmetric QDQ graph instead."),
+    fp16: bool = typer.Option(True, "--fp16/--fp32", help="TensorRT precision (with --int8: of the layers left in float)."),
     batch: int = typer.Option(1, help="Static batch size of the exported graph."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="ONNX with a dynamic batch axis."),
     images: Optional[Path] = typer.Option(None, "--images", "-i", help="Field images for the ONNX parity check [default: random "
                                           "inputs]; with --int8 also the calibration images (a seeded quarter is held out for the gate)."),
     int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx: ONNX Runtime static QDQ quantisation "
-                              "calibrated on --images, gated against model.onnx (top-1 agreement >= 97%)."),
+                              "calibrated on --images, gated against model.onnx (top-1 agreement >= 97%); with --tensorrt "
+                              "model.int8.tensorrt.onnx (symmetric, for TensorRT) and model.int8.engine."),
     calibration_images: int = typer.Option(_INT8.calibration_images, "--calibration-images", help="--int8: images used to calibrate."),
     calibration_method: str = typer.Option(_INT8.settings.method, "--calibration-method", help="--int8: minmax | entropy | percentile."),
     int8_min_agreement: float = typer.Option(_INT8.gate.min_agreement, "--int8-min-agreement", help="--int8: the gate's least "

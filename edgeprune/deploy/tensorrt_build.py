@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import BackendError, BackendUnavailable
 from .outputs import atomic_write
@@ -118,18 +118,17 @@ def network_from_onnx(onnx_path: Path) -> ParsedNetwork:
     return ParsedNetwork(builder, network, parser, strongly_typed)
 
 
-def create_config(parsed: ParsedNetwork, fp16: bool, workspace_gb: float, batch: int) -> tuple["trt.IBuilderConfig", str]:
-    """A builder config: workspace limit, precision, and an optimization profile for a symbolic
-    batch. Returns (config, precision actually built: "fp16" or "fp32")."""
+def new_config(parsed: ParsedNetwork, workspace_gb: float, batch: int) -> "trt.IBuilderConfig":
+    """A builder config with the workspace limit and an optimization profile for a symbolic batch;
+    no precision set (callers do: fp32/fp16 here, int8 in tensorrt_int8.py)."""
     import tensorrt as trt
 
     config = parsed.builder.create_builder_config()
     if config is None:
         raise BackendError("TensorRT could not create a builder config")
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    precision = _set_precision(config, parsed, fp16)
     _add_batch_profile(parsed, config, batch)
-    return config, precision
+    return config
 
 
 def _set_precision(config: "trt.IBuilderConfig", parsed: ParsedNetwork, fp16: bool) -> str:
@@ -228,17 +227,30 @@ def build_tensorrt_engine(
     Raises:
         BackendUnavailable: tensorrt or CUDA missing. BackendError: a build step failed.
     """
+    return build_engine(onnx_path, engine_path, lambda config, parsed: {"precision": _set_precision(config, parsed, fp16)},
+                        timing_cache_path, workspace_gb, batch)
+
+
+PrecisionFn = Callable[["trt.IBuilderConfig", ParsedNetwork], dict]
+"""Sets a config's precision for a parsed network; returns what the sidecar records of it."""
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, set_precision: PrecisionFn,
+                 timing_cache_path: str | Path | None = None, workspace_gb: float = DEFAULT_WORKSPACE_GB,
+                 batch: int = 1) -> Path:
+    """The composed build (``build_tensorrt_engine``'s steps) with the precision set by ``set_precision``."""
     trt = require_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     cache_path = Path(timing_cache_path) if timing_cache_path is not None else None
     t0 = time.perf_counter()
     parsed = network_from_onnx(onnx_path)
-    config, precision = create_config(parsed, fp16, workspace_gb, batch)
+    config = new_config(parsed, workspace_gb, batch)
+    precision = set_precision(config, parsed)
     attach_timing_cache(config, cache_path)
     atomic_write(engine_path, build_serialized(parsed, config, onnx_path.name))
     if cache_path is not None:
         save_timing_cache(config, cache_path)
-    build = {"precision": precision, "strongly_typed": parsed.strongly_typed, "batch": int(batch),
+    build = {**precision, "strongly_typed": parsed.strongly_typed, "batch": int(batch),
              "workspace_gb": float(workspace_gb), "build_s": round(time.perf_counter() - t0, 3)}
     write_sidecar(engine_path, onnx_path, trt.__version__, build)
     return engine_path

@@ -21,7 +21,9 @@ def export_manifest(manifest: str | Path, onnx: bool = True, tensorrt: bool = Fa
     model.onnx passes the parity gate (deploy/parity.py, the one adapt uses) on ``images`` when
     given (normalised as the model expects), else on random inputs; the result says which.
     ``int8``: an ``Int8Config``: also quantise model.onnx, calibrated on ``images`` (required),
-    gated on a held-out part of them (pipeline/int8_artifact.py).
+    gated on a held-out part of them (pipeline/int8_artifact.py); with ``tensorrt`` the engine is
+    model.int8.engine, built from the symmetric QDQ graph model.int8.tensorrt.onnx (``fp16``: its
+    float layers may run in fp16, TensorRT 10), and no model.int8.onnx is written.
     """
     from ..errors import UsageError
 
@@ -30,6 +32,10 @@ def export_manifest(manifest: str | Path, onnx: bool = True, tensorrt: bool = Fa
                          "(no --dynamic-batch) and the ONNX export (no --no-onnx)")
     if int8 is not None:
         int8.validate()
+    if tensorrt:  # before minutes of export and calibration, not after
+        from ..deploy.tensorrt_build import require_tensorrt
+
+        require_tensorrt()
     from ..deploy.onnx_export import export_onnx
     from ..deploy.parity import check_parity
 
@@ -48,11 +54,13 @@ def export_manifest(manifest: str | Path, onnx: bool = True, tensorrt: bool = Fa
         if not par["passed"]:
             raise ExportError(f"ONNX parity failed on {label}: {'; '.join(par['failures'])}",
                               "try --dynamic-batch off or another batch; the manifest itself is unaffected")
-    if int8 is not None:
+    if int8 is not None:  # with --tensorrt: the symmetric graph and model.int8.engine instead of model.int8.onnx
         from .int8_artifact import export_int8
 
-        result["int8"] = export_int8(folder, entry, res, images, int8, batch)
-    if tensorrt:
+        result["int8"] = export_int8(folder, entry, res, images, int8, batch, tensorrt=tensorrt, fp16=fp16)
+        if tensorrt:
+            result["engine"] = str(folder / result["int8"]["engine"])
+    elif tensorrt:
         result["engine"] = str(_build_engine(model, example, onnx_path, folder, fp16))
     return result
 
@@ -77,9 +85,8 @@ def parity_inputs(entry: ZooEntry, res: int, batch: int, dynamic_batch: bool,
 def _build_engine(model: nn.Module, example: torch.Tensor, onnx_path: Path, folder: Path, fp16: bool) -> Path:
     """model.engine; on TensorRT 11 an fp16 engine is built from a half-precision graph."""
     from ..deploy.onnx_export import export_onnx
-    from ..deploy.tensorrt_build import build_tensorrt_engine, needs_half_graph, require_tensorrt
+    from ..deploy.tensorrt_build import build_tensorrt_engine, needs_half_graph
 
-    require_tensorrt()
     if fp16 and needs_half_graph():
         half = model.to("cuda").half()
         onnx_path = export_onnx(half, example.to("cuda").half(), folder / "model.fp16.onnx")

@@ -21,7 +21,7 @@ from ..pruning.plan import LS_FLOOR
 from ..version import __version__
 from .evaluate import accuracy, agreement
 from .fidelity import fidelity_metrics
-from .int8_artifact import INT8_FILE, adapt_int8, latency_variants
+from .int8_artifact import INT8_FILE, adapt_int8, adapt_tensorrt_int8, latency_variants
 from .prepare import Prepared
 from .report import write_report
 from .stages import Distilled, Scored
@@ -67,24 +67,42 @@ def _export_and_check(prep: Prepared, student, batch: int, folder: Path, errors:
         errors.append(f"{INT8_FILE} was not built: model.onnx has no passing parity check on held-out images to quantise from")
     if opts.measure_latency:
         info.update(_measure_saving(prep.original, example, folder, prep.reporter, latency_variants(folder, info.get("int8"))))
-    info["tensorrt"] = _tensorrt(opts.tensorrt, folder, info, errors, prep.reporter)
+    info["tensorrt"] = _tensorrt(prep, folder, x, info, errors)
     return info
 
 
-def _tensorrt(wanted: bool | None, folder: Path, info: dict, errors: list[str], rep: Reporter) -> dict | None:
+def _tensorrt(prep: Prepared, folder: Path, held: torch.Tensor, info: dict, errors: list[str]) -> dict | None:
+    """model.engine (fp16) where TensorRT is wanted and present; with --deploy-precision int8 also
+    model.int8.engine. Elsewhere a record saying how to build them on the target (never silent)."""
     from ..deploy.tensorrt_build import build_tensorrt_engine, tensorrt_available
 
-    if wanted if wanted is not None else (tensorrt_available() and torch.cuda.is_available()):
-        try:
-            build_tensorrt_engine(folder / "model.onnx", folder / "model.engine", fp16=True)
-            info["artifacts"] += ["model.engine", "model.engine.json"]
-            return {"built": True, "precision": "fp16"}
-        except EdgepruneError as exc:
-            errors.append(f"TensorRT engine failed: {exc}")
-            return None
-    hint = f"edgeprune export --model {folder.name}/model.pt --tensorrt"
-    rep.info("no TensorRT here: build the engine on the target with `edgeprune export --model OUTPUT/model.pt --tensorrt`")
-    return {"built": False, "reason": "tensorrt or CUDA not present here", "build_on_target": hint}
+    opts, rep = prep.options, prep.reporter
+    int8 = opts.deploy_precision == "int8"
+    if not (opts.tensorrt if opts.tensorrt is not None else (tensorrt_available() and torch.cuda.is_available())):
+        return _no_tensorrt(prep.output, int8, rep)
+    record: dict | None = None
+    try:
+        build_tensorrt_engine(folder / "model.onnx", folder / "model.engine", fp16=True)
+        info["artifacts"] += ["model.engine", "model.engine.json"]
+        record = {"built": True, "precision": "fp16"}
+    except EdgepruneError as exc:
+        errors.append(f"TensorRT engine failed: {exc}")
+    if int8 and len(held) and info.get("parity", {}).get("passed"):
+        q = adapt_tensorrt_int8(prep, folder, held, errors, rep)
+        info["artifacts"] += [f for f in (q["path"], q["engine"], q["engine"] and q["engine"] + ".json") if f]
+        record = (record or {"built": False}) | {"int8": q}
+    return record
+
+
+def _no_tensorrt(output: Path, int8: bool, rep: Reporter) -> dict:
+    hint = f"edgeprune export --model {output}/model.pt --tensorrt"
+    rep.info(f"no TensorRT here: build the engine on the target with `{hint}`")
+    record = {"built": False, "reason": "tensorrt or CUDA not present here", "build_on_target": hint}
+    if int8:
+        int8_hint = f"{hint} --int8 --images DIR (DIR: the field images to calibrate on)"
+        rep.info(f"no TensorRT here: model.int8.engine was not built; on the target: `{int8_hint}`")
+        record["int8"] = {"built": False, "reason": record["reason"], "build_on_target": int8_hint}
+    return record
 
 
 def _measure_saving(teacher, example, folder: Path, rep: Reporter, extra: dict[str, Path]) -> dict:

@@ -56,7 +56,7 @@ def render_markdown(r: dict) -> str:
     t = r["timings"]
     lines += ["", "## Time (seconds)", "", "| " + " | ".join(t) + " |", "|" + "---|" * len(t),
               "| " + " | ".join(f"{v:.1f}" for v in t.values()) + " |", ""]
-    lines += int8_lines(r)
+    lines += int8_lines(r) + tensorrt_int8_lines(r)
     par = r.get("onnx_parity") or {}
     if par:
         lines.append(f"ONNX parity: max |logit diff| {par.get('max_abs_diff', float('nan')):.2e}, top-1 agreement {percent(par.get('top1_agreement'))}.")
@@ -91,6 +91,21 @@ def int8_lines(r: dict) -> list[str]:
         lines.append(f"\nint8 adapted vs fp32 original: {lat['int8_speedup_vs_original']:.2f}x faster "
                      f"(int8 alone {lat['int8_speedup_vs_adapted']:.2f}x)")
     return lines + [""]
+
+
+def tensorrt_int8_lines(r: dict) -> list[str]:
+    """report.md's TensorRT INT8 lines: the symmetric graph's gate and the engine, or how to build it."""
+    q = (r.get("tensorrt") or {}).get("int8")
+    if not q:
+        return []
+    if "gate" not in q:
+        return [f"TensorRT INT8: not built ({q['reason']}); on the target: `{q['build_on_target']}`", ""]
+    gate, build = q["gate"], q.get("engine_build") or {}
+    engine = (f"`{q['engine']}` built (TensorRT {build.get('tensorrt_version')}, float layers {build.get('float_layers')})"
+              if q.get("engine") else f"no engine: {q.get('engine_error') or 'the graph failed the gate'}")
+    verdict = "passed" if q["passed"] else "FAILED"
+    return [f"TensorRT INT8: `model.int8.tensorrt.onnx` (symmetric QDQ) {verdict} the gate in ONNX Runtime: "
+            f"top-1 agreement {percent(gate['agreement'])} on {gate['inputs']}; {engine}", ""]
 
 
 def write_report(folder: Path, report: dict) -> None:

@@ -42,9 +42,11 @@ def build_int8(fp32: str | os.PathLike, out_path: str | os.PathLike, calibration
         dict(written, path, passed, seconds, calibration {images, source, method, ...,
         bias_correction}, keep_float, candidates, fp32, sensitivity, gate, warnings, runtime
         {disabled_optimizers: what an ONNX Runtime session must switch off to run the graph as
-        gated}): ``rule.choose``'s record.
+        gated}, and for the TensorRT target tensorrt_qdq (``check_tensorrt_qdq``'s summary)):
+        ``rule.choose``'s record. The TensorRT target's candidates are not timed (latency None).
     """
     from .rule import choose
+    from .tensorrt_qdq import check_tensorrt_qdq
 
     config.validate()
     started = time.perf_counter()
@@ -57,6 +59,8 @@ def build_int8(fp32: str | os.PathLike, out_path: str | os.PathLike, calibration
         record = choose(Path(fp32), pre, work, calib, np.asarray(held, dtype=np.float32), settings, config.gate,
                         config.keep_float, config.try_groups, threads, config.timing,
                         config.max_sensitive_float, config.bias_correction)
+        if settings.target == "tensorrt":  # before any file is written: the graph must fit TensorRT
+            record["tensorrt_qdq"] = check_tensorrt_qdq(record["path"])
         if record["passed"]:
             _copy(Path(record["path"]), out_path)
         elif failed_copy is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ...errors import UsageError
 
@@ -11,6 +11,9 @@ VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 flags with saturatio
 DEFAULT_MIN_AGREEMENT = 0.97  # issue 13's goal: held-out top-1 agreement with the fp32 adapted model
 DEFAULT_CALIBRATION_IMAGES = 256  # calibration images used (at most)
 DEPLOY_PRECISIONS = ("fp32", "int8")  # what adapt deploys (not the distillation's --precision)
+TARGETS = ("onnxruntime", "tensorrt")  # the runtime a QDQ graph is made for
+# TensorRT's recommended Q/DQ placement: the inputs of the weighted layers only (not their outputs)
+TENSORRT_OP_TYPES = ("Conv", "Gemm", "MatMul")
 
 
 def needs_reduce_range(isa: list[str] | None = None) -> bool:
@@ -23,24 +26,44 @@ def needs_reduce_range(isa: list[str] | None = None) -> bool:
 
 @dataclass(frozen=True)
 class QuantSettings:
-    """How a graph is quantised (recorded in reports and profiles)."""
+    """How a graph is quantised (recorded in reports and profiles).
+
+    The defaults are ONNX Runtime's for the CPU (uint8 activations, asymmetric); ``tensorrt()``
+    gives the settings TensorRT's explicit quantisation accepts (deploy/int8/tensorrt_qdq.py).
+    """
 
     method: str = "minmax"
     per_channel: bool = True
     reduce_range: bool | None = None  # None: decided by the CPU (needs_reduce_range)
     activation_type: str = "uint8"
     weight_type: str = "int8"
+    target: str = "onnxruntime"  # TARGETS
+    symmetric: bool = False  # activations symmetric (zero point 0); weights are symmetric either way
+    quantize_bias: bool = True  # False: biases stay float (no int32 DequantizeLinear)
+    op_types: tuple[str, ...] = ()  # ops quantised; () = every op ONNX Runtime quantises
+    quantize_outputs: bool = True  # False: Q/DQ on the quantised ops' inputs only (logits stay float)
+
+    @classmethod
+    def tensorrt(cls, method: str = "minmax") -> QuantSettings:
+        """Symmetric int8 activations and weights (zero point 0), per-channel weights along the
+        output channels, no reduce_range, float biases, Q/DQ on the weighted layers' inputs and not
+        on their outputs (TensorRT's recommended placement; the logits stay float)."""
+        return cls(method, per_channel=True, reduce_range=False, activation_type="int8", weight_type="int8",
+                   target="tensorrt", symmetric=True, quantize_bias=False, op_types=TENSORRT_OP_TYPES,
+                   quantize_outputs=False)
 
     def resolved(self) -> QuantSettings:
         """These settings with ``reduce_range`` decided for this CPU; validated."""
         if self.method not in METHODS:
             raise UsageError(f"unknown calibration method {self.method!r}", f"choose from {', '.join(METHODS)}")
+        if self.target not in TARGETS:
+            raise UsageError(f"unknown INT8 target {self.target!r}", f"choose from {', '.join(TARGETS)}")
         if self.reduce_range is not None:
             return self
-        return QuantSettings(self.method, self.per_channel, needs_reduce_range(), self.activation_type, self.weight_type)
+        return replace(self, reduce_range=needs_reduce_range())
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "format": "QDQ"}
+        return {**asdict(self), "op_types": list(self.op_types), "format": "QDQ"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +85,12 @@ class Int8Config:
     max_sensitive_float: int = 16  # nodes the accuracy rule may keep in float (0: none)
     bias_correction: bool = True  # subtract the mean shift of the weights' rounding from the biases (bias.py)
     timing: dict = field(default_factory=dict)  # the candidates' latency measurement (budget_s, ...)
+
+    def for_tensorrt(self) -> Int8Config:
+        """These settings for TensorRT's explicit quantisation: the symmetric graph with the same
+        calibration, gate and accuracy rule, without the speed rule (timed on the CPU, it says
+        nothing of TensorRT's speed on the GPU)."""
+        return replace(self, settings=QuantSettings.tensorrt(self.settings.method), try_groups=False)
 
     def validate(self) -> Int8Config:
         self.settings.resolved()  # unknown method

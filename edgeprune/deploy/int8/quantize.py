@@ -130,7 +130,9 @@ def quantise(
     kwargs = dict(quant_format=QuantFormat.QDQ, per_channel=s.per_channel, reduce_range=bool(s.reduce_range),
                   activation_type=types[s.activation_type], weight_type=types[s.weight_type],
                   nodes_to_exclude=sorted(set(keep_float)), calibrate_method=method,
-                  extra_options={"CalibStridedMinMax": _stride(len(reader))})  # bounds the calibrator's memory
+                  extra_options=_extra_options(s, len(reader)))
+    if s.op_types:
+        kwargs["op_types_to_quantize"] = list(s.op_types)
     if cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         kwargs["calibration_cache_path"] = str(cache)
     out_path = Path(out_path)
@@ -149,6 +151,18 @@ def quantise(
 
 
 CALIBRATION_STRIDE = 16  # batches whose activations the calibrator holds at once
+
+
+def _extra_options(s: QuantSettings, batches: int) -> dict:
+    """quantize_static's extra_options for ``s``; the stride bounds the calibrator's memory."""
+    options: dict = {"CalibStridedMinMax": _stride(batches)}
+    if s.symmetric:  # zero point 0 for activations too (weights are symmetric by default)
+        options |= {"ActivationSymmetric": True, "WeightSymmetric": True}
+    if not s.quantize_bias:  # float biases: no int32 DequantizeLinear (TensorRT has none)
+        options["QuantizeBias"] = False
+    if not s.quantize_outputs:
+        options["OpTypesToExcludeOutputQuantization"] = list(s.op_types)
+    return options
 
 
 def _stride(batches: int) -> int:

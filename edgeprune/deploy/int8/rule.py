@@ -95,9 +95,11 @@ def choose(fp32: Path, pre: Path, workdir: Path, calibration: np.ndarray, held: 
     built = {name: quant.build(name, keep) for name, keep in keeps.items()}
     verdicts = {name: int8_verdict(reference, graph_logits(b["path"], held, threads), gate, label) for name, b in built.items()}
     batch = reader_for(calibration, pre).batch  # a static graph runs at its own batch
-    stats = _time({"fp32": fp32, **{n: b["path"] for n, b in built.items()}}, held[:batch], threads, timing)
+    stats = (_time({"fp32": fp32, **{n: b["path"] for n, b in built.items()}}, held[:batch], threads, timing)
+             if settings.target == "onnxruntime" else {})  # TensorRT's speed is the GPU's: not timed on the CPU
     chosen = _fastest_passing(verdicts, stats)
-    record = {"candidates": [_candidate(n, keeps[n], stats, verdicts[n]) for n in keeps], "fp32": stats["fp32"].to_dict(),
+    record = {"candidates": [_candidate(n, keeps[n], stats, verdicts[n]) for n in keeps],
+              "fp32": stats["fp32"].to_dict() if stats else None,
               "sensitivity": None, "quantisation": built["all"], "bias_correction": quant.summary()}
     reasons = {n: "asked (keep_float)" for n in keep_float}
     if chosen is not None and chosen != "all":
@@ -134,18 +136,25 @@ def _faster(a: Stats, b: Stats) -> bool:
 
 
 def _fastest_passing(verdicts: dict[str, dict], stats: dict[str, Stats]) -> str | None:
+    """"all" when it passes unless a passing candidate is measurably faster; without timings
+    (``stats`` empty) the one with the fewest float nodes that passes ("all" first)."""
     chosen = "all" if verdicts["all"]["passed"] else None
-    for name in sorted((n for n in verdicts if n != "all" and verdicts[n]["passed"]), key=lambda n: stats[n].median_ms):
+    passing = [n for n in verdicts if n != "all" and verdicts[n]["passed"]]
+    if not stats:
+        return chosen or (passing[0] if passing else None)
+    for name in sorted(passing, key=lambda n: stats[n].median_ms):
         if chosen is None or _faster(stats[name], stats[chosen]):
             chosen = name
     return chosen
 
 
 def _candidate(name: str, keep: tuple[str, ...], stats: dict[str, Stats], verdict: dict) -> dict:
-    s = stats[name]
-    return {"name": name, "float_nodes": len(keep), "median_ms": s.median_ms, "p90_ms": s.p90_ms, "p95_ms": s.p95_ms,
-            "cv": s.cv, "n": s.n, "speedup_vs_fp32": stats["fp32"].median_ms / s.median_ms,
-            "agreement": verdict["agreement"], "passed": verdict["passed"]}
+    """The candidate's record; its latency fields are None when it was not timed (TensorRT target)."""
+    s = stats.get(name)
+    timed = {"median_ms": s.median_ms, "p90_ms": s.p90_ms, "p95_ms": s.p95_ms, "cv": s.cv, "n": s.n,
+             "speedup_vs_fp32": stats["fp32"].median_ms / s.median_ms} if s is not None else dict.fromkeys(
+        ("median_ms", "p90_ms", "p95_ms", "cv", "n", "speedup_vs_fp32"))
+    return {"name": name, "float_nodes": len(keep), **timed, "agreement": verdict["agreement"], "passed": verdict["passed"]}
 
 
 def _by_sensitivity(quant, qdq, held, reference, gate, keep_float, threads, limit):
