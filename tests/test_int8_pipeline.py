@@ -14,6 +14,7 @@ from edgeprune.pipeline.adapt import adapt
 
 from test_adapt import _stream
 from test_cli_errors import cli  # noqa: F401 (the forking CLI runner fixture)
+from test_tensorrt_fake import fake  # noqa: F401 (the fake tensorrt fixture)
 
 FAST = {"budget_s": 0.3, "min_repeats": 3, "warmup_s": 0.05}
 
@@ -68,6 +69,45 @@ def test_adapt_int8_writes_the_gated_int8_graph_beside_the_fp32_one(small):
     assert small["result"].report["int8"]["written"]
 
 
+def test_without_tensorrt_the_report_says_how_to_build_both_engines_on_the_target(small):
+    out = small["out"]
+    trt = json.loads((out / "report.json").read_text())["tensorrt"]
+    hint = f"edgeprune export --model {out}/model.pt --tensorrt"  # the published folder, not adapt's staging folder
+    assert trt["built"] is False and trt["build_on_target"] == hint
+    assert trt["int8"] == {"built": False, "reason": trt["reason"],
+                           "build_on_target": f"{hint} --int8 --images DIR (DIR: the field images to calibrate on)"}
+    assert not [f for f in os.listdir(out) if "engine" in f or "tensorrt" in f]
+    assert "TensorRT INT8: not built" in (out / "report.md").read_text()
+
+
+def test_adapt_with_tensorrt_builds_the_int8_engine_from_the_symmetric_graph(small, fake, tmp_path):
+    fake(qdq_layers=8)
+    out = tmp_path / "trt"
+    adapt(small["images"], out, **ADAPT, weights=small["weights"], profile=small["profile"]["int8"], tensorrt=True,
+          allow_device_mismatch=True)  # the fake GPU fingerprint is not the CPU profile's device
+    rep = json.loads((out / "report.json").read_text())
+    q = rep["tensorrt"]["int8"]
+    assert rep["tensorrt"]["built"] and q["passed"] and q["path"] == "model.int8.tensorrt.onnx" and q["engine"] == "model.int8.engine"
+    assert q["calibration"]["target"] == "tensorrt" and q["calibration"]["source"] == "24 fine-tune images of the stream"
+    assert q["engine_build"]["precision"] == "int8" and q["engine_build"]["flags"] == ["INT8", "FP16"]
+    assert {"model.engine", "model.int8.onnx", "model.int8.tensorrt.onnx", "model.int8.engine",
+            "model.int8.engine.json"} <= set(rep["artifacts"]) <= set(os.listdir(out))
+    assert "TensorRT INT8: `model.int8.tensorrt.onnx` (symmetric QDQ) passed" in (out / "report.md").read_text()
+
+
+def test_export_int8_with_tensorrt(small, fake, tmp_path):
+    from edgeprune.deploy.int8.tensorrt_qdq import tensorrt_qdq_problems
+    from edgeprune.pipeline.export_manifest import export_manifest
+
+    shutil.copy(small["out"] / "model.pt", tmp_path / "model.pt")
+    fake(qdq_layers=8)
+    result = export_manifest(tmp_path / "model.pt", tensorrt=True, fp16=False, images=small["images"],
+                             int8=Int8Config(timing=FAST))
+    assert result["engine"] == str(tmp_path / "model.int8.engine") and result["int8"]["engine_build"]["flags"] == ["INT8"]
+    assert tensorrt_qdq_problems(tmp_path / "model.int8.tensorrt.onnx")[1] == []
+    assert not (tmp_path / "model.int8.onnx").exists() and not (tmp_path / "model.engine").exists()
+
+
 def test_precision_mismatch_is_refused_or_warned(small, tmp_path):
     from edgeprune.latency.profiles import check_profile_precision, load_profile
 
@@ -100,6 +140,7 @@ def test_export_int8_from_a_folder_and_its_refusals(small, tmp_path):
     (["adapt", "--images", ".", "--model", "fmnist_resnet", "--deploy-precision", "int8", "--calibration-method", "magic"], 2,
      "unknown calibration method"),
     (["profile", "--model", "fmnist_resnet", "--backend", "torch", "--precision", "int8"], 2, "INT8 latency is not measured"),
+    (["export", "--model", "nowhere/model.pt", "--int8", "--tensorrt", "--images", "."], 7, "TensorRT is unavailable"),
     (["adapt", "--images", ".", "--model", "fmnist_resnet", "--deploy-precision", "int8", "--int8-min-agreement", "1.5"], 2,
      "minimum agreement is a fraction"),
 ])
