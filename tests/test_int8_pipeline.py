@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from edgeprune.deploy.int8.config import Int8Config
+from edgeprune.deploy.int8.quantize import depthwise_convs, float_ops
 from edgeprune.errors import ProfileError, UsageError
 from edgeprune.pipeline.adapt import adapt
 
@@ -50,8 +51,32 @@ def test_int8_backend_times_quantised_graphs(tmp_path):
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     q = backend.describe()["quantisation"]
     assert q["format"] == "QDQ" and q["calibration_images"] == 8 and "random" in q["calibration"]
+    (group,) = q["float_rule"]["groups"]  # the speed rule ran on the first variant: one depthwise conv
+    assert group["group"] == "depthwise_conv" and group["nodes"] == 1 and isinstance(group["kept_float"], bool)
+    assert all(isinstance(group[k], float) for k in ("median_ms", "saving_ms", "noise_ms")) and group["n"] >= 3
+    assert q["float_groups"] == (["depthwise_conv"] if group["kept_float"] else [])
+    assert bool(float_ops(tmp_path / "model.int8.onnx")) == group["kept_float"]  # the variant is quantised as decided
     with pytest.raises(UsageError, match="INT8 latency is not measured by the torch backend"):
         get_backend("torch", precision="int8")
+
+
+@pytest.mark.parametrize("faster", [True, False])
+def test_int8_profile_quantises_every_variant_with_the_groups_the_speed_rule_keeps_in_float(faster, monkeypatch, tmp_path):
+    from edgeprune.deploy.int8 import rule
+    from edgeprune.latency.measurement import run_profile
+    from edgeprune.latency.profiles import load_profile, save_profile
+
+    monkeypatch.setattr(rule, "faster", lambda a, b: faster)  # the decision is a measurement: fixed here to test both
+    prof = run_profile("fmnist_mobilenetv2", precision="int8", budget_s=0.5, warmup_s=0.05, min_repeats=3, max_repeats=10,
+                       threads=1, workdir=tmp_path / "work")
+    rule_record = load_profile(save_profile(prof, tmp_path / "p.json"))["backend"]["quantisation"]["float_rule"]
+    (group,) = rule_record["groups"]
+    assert group["kept_float"] is faster and group["nodes"] > 0 and rule_record["budget_s"] == 1.0
+    variants = sorted((tmp_path / "work").glob("*/model.int8.onnx"))
+    assert len(variants) == len(prof["blocks"]) + 2  # base, every block removed, the additivity combination
+    for graph in variants:
+        depthwise = set(depthwise_convs(graph.with_name("model.pre.onnx")))
+        assert depthwise and set(float_ops(graph)) == (depthwise if faster else set()), graph
 
 
 def test_adapt_int8_writes_the_gated_int8_graph_beside_the_fp32_one(small):
@@ -106,6 +131,18 @@ def test_export_int8_with_tensorrt(small, fake, tmp_path):
     assert result["engine"] == str(tmp_path / "model.int8.engine") and result["int8"]["engine_build"]["flags"] == ["INT8"]
     assert tensorrt_qdq_problems(tmp_path / "model.int8.tensorrt.onnx")[1] == []
     assert not (tmp_path / "model.int8.onnx").exists() and not (tmp_path / "model.engine").exists()
+
+
+def test_a_deployed_graph_quantised_unlike_the_profiles_variants_is_warned(small):
+    from edgeprune.pipeline.int8_artifact import _check_profile_groups
+    from edgeprune.progress import CollectingReporter
+
+    assert small["result"].report["int8"]["profile_float_groups"] is None  # a profile without the rule's record
+    rep = CollectingReporter()
+    prof = {"backend": {"quantisation": {"float_groups": ["depthwise_conv"]}}}
+    assert _check_profile_groups(prof, {"chosen": "depthwise_conv_float"}, rep) == ["depthwise_conv"] and not rep.warnings
+    _check_profile_groups(prof, {"chosen": "all"}, rep)
+    assert len(rep.warnings) == 1 and "had depthwise_conv in float, the deployed graph has none (all)" in rep.warnings[0]
 
 
 def test_precision_mismatch_is_refused_or_warned(small, tmp_path):

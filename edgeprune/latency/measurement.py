@@ -146,6 +146,7 @@ def run_profile(
     timing = dict(warmup_s=warmup_s, min_repeats=min_repeats, max_repeats=max_repeats,
                   budget_s=budget_s if budget_s is not None else _default_budget(1 + len(blocks)),
                   cv_target=cv_target, seed=seed, precision_target=precision_target)
+    runner_backend.plan_timing(timing)
     with _workdir(workdir) as root:
         measured = _measure_variants(model, example, blocks, runner_backend, root, timing, _OverallProgress(progress))
         backend_info = runner_backend.describe(device)

@@ -34,7 +34,23 @@ def adapt_int8(prep, folder: Path, held: torch.Tensor, errors: list[str], rep: R
                         calibration_source=source)
     record["path"] = INT8_FILE if record["written"] else None  # relative: the folder is published under another name
     _report_verdict(record, errors, rep, INT8_FILE)
+    record["profile_float_groups"] = _check_profile_groups(prep.profile, record, rep)
     return record
+
+
+def _check_profile_groups(profile: dict, record: dict, rep: Reporter) -> list[str] | None:
+    """The op groups the INT8 profile's variants had in float (None: a profile from before the
+    rule was applied there); a warning when the deployed graph keeps others in float."""
+    groups = ((profile.get("backend") or {}).get("quantisation") or {}).get("float_groups")
+    if groups is None:
+        return None
+    chosen = record["chosen"] or ""
+    deployed = [chosen[: -len("_float")]] if chosen.endswith("_float") else []
+    if sorted(groups) != sorted(deployed):
+        rep.warn(f"the INT8 profile's variants had {', '.join(groups) or 'no op group'} in float, the deployed graph has "
+                 f"{', '.join(deployed) or 'none'} ({chosen}): the plan's block savings were measured on a differently "
+                 "quantised graph")
+    return list(groups)
 
 
 def adapt_tensorrt_int8(prep, folder: Path, held: torch.Tensor, errors: list[str], rep: Reporter) -> dict:

@@ -130,7 +130,7 @@ def _time(graphs: dict[str, str | os.PathLike], example: np.ndarray, threads: in
                                 threads=threads, **opts)
 
 
-def _faster(a: Stats, b: Stats) -> bool:
+def faster(a: Stats, b: Stats) -> bool:
     """``a`` is faster than ``b`` beyond 2 standard errors of the difference of their medians."""
     return a.median_ms < b.median_ms - 2.0 * math.hypot(a.median_se_ms, b.median_se_ms)
 
@@ -143,7 +143,7 @@ def _fastest_passing(verdicts: dict[str, dict], stats: dict[str, Stats]) -> str 
     if not stats:
         return chosen or (passing[0] if passing else None)
     for name in sorted(passing, key=lambda n: stats[n].median_ms):
-        if chosen is None or _faster(stats[name], stats[chosen]):
+        if chosen is None or faster(stats[name], stats[chosen]):
             chosen = name
     return chosen
 

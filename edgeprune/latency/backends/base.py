@@ -51,7 +51,7 @@ class LatencyBackend:
         if precision == "int8" and device_kind(device) not in self.int8_devices:
             raise UsageError(
                 f"INT8 latency is not measured by the {self.name} backend on {device}",
-                "profile INT8 with --backend onnxruntime --device cpu (static QDQ quantisation); TensorRT INT8 is not built yet",
+                "profile INT8 with --backend onnxruntime --device cpu (static QDQ quantisation)",
             )
         self.device = device
         self.precision = precision
@@ -79,6 +79,11 @@ class LatencyBackend:
             A zero-argument callable; each call runs one inference and waits for it.
         """
         raise NotImplementedError
+
+    def plan_timing(self, timing: dict) -> None:
+        """The profile's timing settings (budget_s, warmup_s, min_repeats, seed), given before the
+        first ``prepare``: a backend that measures something of its own while preparing sizes it
+        from them (optional)."""
 
     def describe(self, device: str | None = None) -> dict:
         """What runs the inference, for the profile: ``{"name", "execution_provider", "versions", ...}``."""

@@ -15,6 +15,7 @@ from ...deploy.ort import execution_providers, ort_session
 from ...errors import BackendUnavailable
 from ..fingerprint import available_cpus
 from .base import BACKENDS, LatencyBackend, device_kind
+from .int8_variants import Int8Variants
 
 
 def default_cpu_threads() -> int:
@@ -35,7 +36,8 @@ class OnnxRuntimeBackend(LatencyBackend):
     on the GPU through I/O binding, so host copies are not timed; fp16 = a graph exported from
     ``model.half()``. INT8 (CPU): each variant's graph quantised as ``adapt --deploy-precision int8``
     quantises (deploy/int8), calibrated on seeded random inputs (the ranges differ from real
-    images'; the latency does not depend on them) and with every supported op quantised.
+    images'; the latency does not depend on them), with the op groups adapt's speed rule keeps in
+    float kept in float (decided once, on the full model: ``int8_variants.py``).
     """
 
     name = "onnxruntime"
@@ -47,6 +49,11 @@ class OnnxRuntimeBackend(LatencyBackend):
         if device_kind(device) == "cpu" and self.threads is None:
             self.threads = default_cpu_threads()
         self._providers = execution_providers(device)
+        self._int8 = Int8Variants(self.threads) if precision == "int8" else None
+
+    def plan_timing(self, timing: dict) -> None:
+        if self._int8 is not None:  # the float-node rule's measurement is sized from the profile's budget
+            self._int8.timing = dict(timing)
 
     @classmethod
     def available(cls, device: str = "cpu") -> tuple[bool, str]:
@@ -73,8 +80,8 @@ class OnnxRuntimeBackend(LatencyBackend):
         if half:  # exported on the GPU: half-precision kernels are a GPU thing
             model, example = model.to(self.device).half(), example.to(self.device).half()
         path = export_onnx(model, example, Path(workdir) / "model.onnx")
-        if self.precision == "int8":
-            path = _quantised(path, example, Path(workdir))
+        if self._int8 is not None:
+            path = self._int8.quantise(path, example, Path(workdir))
         session = ort_session(path, device=self.device, threads=self.threads)
         input_name = session.get_inputs()[0].name
         if device_kind(self.device) == "cpu":
@@ -101,7 +108,7 @@ class OnnxRuntimeBackend(LatencyBackend):
     def describe(self, device: str | None = None) -> dict:
         import onnxruntime as ort
 
-        extra = {"quantisation": int8_profile_record()} if self.precision == "int8" else {}
+        extra = {"quantisation": self._int8.describe()} if self._int8 is not None else {}
         return extra | {
             "name": self.name,
             "execution_provider": self._providers[0],
@@ -110,25 +117,3 @@ class OnnxRuntimeBackend(LatencyBackend):
             "spinning": False,
             "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
         }
-
-
-INT8_PROFILE_CALIBRATION = 8  # seeded random inputs per variant (latency does not depend on the ranges)
-
-
-def _quantised(fp32: Path, example: torch.Tensor, workdir: Path) -> Path:
-    from ...deploy.int8.quantize import preprocess, quantise
-
-    gen = torch.Generator().manual_seed(0)
-    batch = example.shape[0]
-    calib = torch.randn(INT8_PROFILE_CALIBRATION * batch, *example.shape[1:], generator=gen).numpy()
-    pre = preprocess(fp32, workdir / "model.pre.onnx")
-    return Path(quantise(pre, workdir / "model.int8.onnx", calib)["path"])
-
-
-def int8_profile_record() -> dict:
-    """What an INT8 profile's graphs are (profile["backend"]["quantisation"])."""
-    from ...deploy.int8.config import QuantSettings
-
-    return {**QuantSettings().resolved().to_dict(), "calibration_images": INT8_PROFILE_CALIBRATION,
-            "calibration": f"{INT8_PROFILE_CALIBRATION} random normal inputs (seed 0): latency does not depend on the ranges",
-            "float_nodes": "none: every supported op quantised (adapt's float-node rule runs on the deployed model only)"}
