@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import gpu_check  # noqa: E402
 
-GPU_STEPS = ["profile:mobilenet_v2", "profile:efficientnet_lite0", "adapt", "parity", "timing", "polygraphy"]
+GPU_STEPS = ["profile:mobilenet_v2", "profile:efficientnet_lite0", "adapt", "parity", "timing", "polygraphy", "int8_engine"]
 
 
 def _run(tmp_path, *args):

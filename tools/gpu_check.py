@@ -15,6 +15,10 @@ what it measured):
                      (deploy.parity, fp16 gate)
   timing             host latency vs GPU compute time of the engine (p50/p90/p95/p99)
   polygraphy         an independent second opinion: `polygraphy run --trt --fp16 --onnxrt`
+  int8_engine        `edgeprune export --tensorrt --int8` of the adapted model calibrated on the
+                     stream (symmetric QDQ graph + model.int8.engine); the engine against that
+                     graph in ONNX Runtime (top-1 >= 95%) and against fp32 on the held-out
+                     images, and its host vs GPU time
 
 It never skips silently: a step that cannot run is "fail", except in --dry-run, where the steps
 that need a GPU are "not run: no GPU" and the rest (environment, stream, the summary itself)
@@ -196,6 +200,34 @@ def polygraphy_check(out: Path) -> dict:
     return {"command": " ".join(cmd), "output_tail": tail}
 
 
+INT8_ENGINE_MIN_AGREEMENT = 0.95  # the engine vs the same QDQ graph in ONNX Runtime (fp16 float layers, fused kernels)
+
+
+def int8_engine(out: Path) -> dict:
+    import numpy as np
+    import torch
+
+    from edgeprune.deploy.ort import ort_session, run_session
+    from edgeprune.deploy.tensorrt_engine import engine_runner, load_engine, time_engine
+
+    folder = out / "adapted"
+    result = json.loads(run_cli("export", "--model", str(folder / "model.pt"), "--tensorrt", "--int8", "--images",
+                                str(out / "stream"), "--json", timeout=900).stdout)
+    x = held_out_batch(out)
+    qdq = run_session(ort_session(folder / "model.int8.tensorrt.onnx"), x.numpy())  # what the gate judged (CPU)
+    fp32 = run_session(ort_session(folder / "model.onnx", device="cuda"), x.numpy())
+    runner = engine_runner(load_engine(folder / "model.int8.engine"), (1, *x.shape[1:]))
+    engine = torch.cat([runner.run(x[i:i + 1]) for i in range(len(x))]).numpy()
+    vs_qdq, vs_fp32 = (float(np.mean(engine.argmax(1) == ref.argmax(1))) for ref in (qdq, fp32))
+    record = {"gate": result["int8"]["gate"], "engine_build": result["int8"]["engine_build"], "images": len(x),
+              "agreement_vs_qdq_onnxruntime": vs_qdq, "agreement_vs_fp32": vs_fp32,
+              "max_abs_diff_vs_qdq": float(np.abs(engine - qdq).max()), "timing_ms": time_engine(runner)}
+    if vs_qdq < INT8_ENGINE_MIN_AGREEMENT:
+        raise RuntimeError(f"the INT8 engine agrees {vs_qdq:.1%} with its QDQ graph in ONNX Runtime "
+                           f"(< {INT8_ENGINE_MIN_AGREEMENT:.0%}): {json.dumps(record)}")
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("gpu-check"))
@@ -217,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     check.step("parity", lambda: engine_parity(args.out))
     check.step("timing", lambda: engine_timing(args.out))
     check.step("polygraphy", lambda: polygraphy_check(args.out))
+    check.step("int8_engine", lambda: int8_engine(args.out))
     failed = check.failed()
     print(f"summary: {args.out / 'gpu_check.json'}; " + (f"FAILED: {', '.join(failed)}" if failed else "every step that ran passed"))
     return 1 if failed else 0
