@@ -106,3 +106,23 @@ def test_a_graph_without_qdq_layers_is_refused(fake, small, tmp_path):
     with pytest.raises(BackendError, match="model.onnx has no Quantize/Dequantize layers"):
         build_int8_engine(small["fp32"], tmp_path / "model.int8.engine")
     assert not (tmp_path / "model.int8.engine").exists()
+
+
+def test_tensorrt_int8_profile_variants_are_symmetric_qdq_engines(fake, monkeypatch, tmp_path):
+    from edgeprune.latency.backends import get_backend
+    from edgeprune.latency.backends import tensorrt_backend
+
+    fake(qdq_layers=8)
+
+    class Runner:
+        def __init__(self, loaded, shape, device):
+            self.inputs, self.sidecar = {"input": torch.zeros(shape)}, loaded
+
+    monkeypatch.setattr(tensorrt_backend, "load_engine", lambda path, device: json.loads(tb.engine_sidecar_path(path).read_text()))
+    monkeypatch.setattr(tensorrt_backend, "engine_runner", Runner)  # CUDA buffers: not on this machine
+    backend = get_backend("tensorrt", device="cuda", precision="int8")
+    runner = backend.prepare(_net(), torch.zeros(1, 3, 16, 16), tmp_path / "v")
+    assert runner.sidecar["precision"] == "int8" and runner.sidecar["onnx"] == "model.int8.tensorrt.onnx"
+    assert tensorrt_qdq_problems(tmp_path / "v" / "model.int8.tensorrt.onnx")[1] == []
+    q = backend.describe()["quantisation"]
+    assert q["target"] == "tensorrt" and q["symmetric"] and q["float_groups"] == [] and q["calibration_images"] == 8

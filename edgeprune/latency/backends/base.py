@@ -51,7 +51,7 @@ class LatencyBackend:
         if precision == "int8" and device_kind(device) not in self.int8_devices:
             raise UsageError(
                 f"INT8 latency is not measured by the {self.name} backend on {device}",
-                "profile INT8 with --backend onnxruntime --device cpu (static QDQ quantisation)",
+                "profile INT8 with --backend onnxruntime --device cpu (static QDQ) or --backend tensorrt --device cuda",
             )
         self.device = device
         self.precision = precision

@@ -102,3 +102,23 @@ class Int8Variants:
 def random_calibration(example: torch.Tensor) -> np.ndarray:
     gen = torch.Generator().manual_seed(0)
     return torch.randn(INT8_PROFILE_CALIBRATION * example.shape[0], *example.shape[1:], generator=gen).numpy()
+
+
+def tensorrt_int8_graph(fp32: Path, example: torch.Tensor, workdir: Path) -> Path:
+    """A TensorRT INT8 profile variant: ``fp32`` as the symmetric QDQ graph adapt's TensorRT target
+    builds (random calibration), every weighted layer quantised: that target has no speed rule."""
+    from ...deploy.int8.config import QuantSettings
+    from ...deploy.int8.quantize import preprocess, quantise
+
+    pre = preprocess(fp32, workdir / "model.pre.onnx")
+    return Path(quantise(pre, workdir / "model.int8.tensorrt.onnx", random_calibration(example), QuantSettings.tensorrt())["path"])
+
+
+def tensorrt_int8_record() -> dict:
+    """A TensorRT INT8 profile's ``backend.quantisation`` record."""
+    from ...deploy.int8.config import QuantSettings
+
+    return {**QuantSettings.tensorrt().to_dict(), "calibration_images": INT8_PROFILE_CALIBRATION,
+            "calibration": f"{INT8_PROFILE_CALIBRATION} random normal inputs (seed 0): latency does not depend on the ranges",
+            "float_groups": [], "float_rule": None,
+            "float_nodes": "none for speed: adapt's TensorRT target has no speed rule (its accuracy rule runs in adapt only)"}

@@ -12,18 +12,21 @@ from torch import nn
 from ...deploy.onnx_export import export_onnx
 from ...deploy.tensorrt_build import DEFAULT_WORKSPACE_GB, build_tensorrt_engine, needs_half_graph, tensorrt_status
 from ...deploy.tensorrt_engine import EngineRunner, engine_runner, load_engine
+from ...deploy.tensorrt_int8 import build_int8_engine
 from ...errors import BackendUnavailable
 from .base import BACKENDS, LatencyBackend, device_kind
+from .int8_variants import tensorrt_int8_graph, tensorrt_int8_record
 
 
 @BACKENDS.register("tensorrt")
 class TensorRTBackend(LatencyBackend):
-    """TensorRT engines (fp32, or fp16 kernels), executed with ``execute_async_v3`` on a CUDA
+    """TensorRT engines (fp32, fp16 kernels, or INT8 from a symmetric QDQ graph), executed with ``execute_async_v3`` on a CUDA
     stream; torch CUDA tensors are the I/O buffers. All engines of one profile share a timing
     cache (``<workdir>/../tensorrt.cache``), so later builds reuse the kernel timings."""
 
     name = "tensorrt"
     devices = ("cuda",)
+    int8_devices = ("cuda",)  # explicitly quantised engines from symmetric QDQ graphs (int8_variants.py)
 
     def __init__(self, device: str = "cuda", precision: str = "fp32", threads: int | None = None,
                  workspace_gb: float = DEFAULT_WORKSPACE_GB):
@@ -49,10 +52,13 @@ class TensorRTBackend(LatencyBackend):
         if fp16 and needs_half_graph():  # TensorRT 11: the graph's own types decide the precision
             model, example = model.to(self.device).half(), example.to(self.device).half()
         onnx_path = export_onnx(model, example, workdir / "model.onnx")
-        engine_path = build_tensorrt_engine(
-            onnx_path, workdir / "model.engine", fp16=fp16, timing_cache_path=workdir.parent / "tensorrt.cache",
-            workspace_gb=self.workspace_gb, batch=int(example.shape[0]),
-        )
+        cache, batch = workdir.parent / "tensorrt.cache", int(example.shape[0])
+        if self.precision == "int8":  # float layers in fp16 (TensorRT 10; 11: the graph's fp32)
+            engine_path = build_int8_engine(tensorrt_int8_graph(onnx_path, example, workdir), workdir / "model.engine",
+                                            timing_cache_path=cache, workspace_gb=self.workspace_gb, batch=batch)
+        else:
+            engine_path = build_tensorrt_engine(onnx_path, workdir / "model.engine", fp16=fp16, timing_cache_path=cache,
+                                                workspace_gb=self.workspace_gb, batch=batch)
         runner = engine_runner(load_engine(engine_path, self.device), tuple(example.shape), self.device)
         (buf,) = runner.inputs.values()
         buf.copy_(example.to(buf.device, buf.dtype))
@@ -62,7 +68,8 @@ class TensorRTBackend(LatencyBackend):
     def describe(self, device: str | None = None) -> dict:
         import tensorrt as trt
 
-        return {
+        extra = {"quantisation": tensorrt_int8_record()} if self.precision == "int8" else {}
+        return extra | {
             "name": self.name,
             "execution_provider": "TensorRT",
             "threads": 0,
