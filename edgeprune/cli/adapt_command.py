@@ -79,7 +79,8 @@ _MICRO_BATCH = typer.Option(_RECIPE.micro_batch or 0, "--micro-batch", help="Ima
 _DEPLOY_PRECISION = typer.Option(_OPT["deploy_precision"], "--deploy-precision", help="fp32 (default): model.onnx; "
     "int8: also model.int8.onnx, ONNX Runtime static QDQ quantisation calibrated on the "
     "fine-tune images and gated against model.onnx on held-out images (top-1 agreement "
-    ">= 97%); needs an int8 profile. Not --precision, which is the distillation's.")
+    ">= 97%); where TensorRT runs also model.int8.engine from a symmetric QDQ graph; needs an int8 "
+    "profile. Not --precision, which is the distillation's.")
 _CALIBRATION_IMAGES = typer.Option(_INT8.calibration_images, "--calibration-images", help="INT8: fine-tune images used to calibrate.")
 _CALIBRATION_METHOD = typer.Option(_INT8.settings.method, "--calibration-method", help="INT8: minmax | entropy | percentile.")
 _INT8_MIN_AGREEMENT = typer.Option(_INT8.gate.min_agreement, "--int8-min-agreement", help="INT8 gate: the least "
