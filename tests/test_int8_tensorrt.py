@@ -67,7 +67,7 @@ def test_tensorrt_graph_agrees_with_fp32_on_fmnist_resnet(random_fmnist_resnet, 
     assert rec["tensorrt_qdq"]["quantised_layers"] >= 10 and tensorrt_qdq_problems(tmp_path / "t.onnx")[1] == []
     ref, got = graph_logits(fp32, held), graph_logits(tmp_path / "t.onnx", held)
     agreement = float((ref.argmax(1) == got.argmax(1)).mean())
-    assert agreement == pytest.approx(rec["gate"]["agreement"]) and agreement >= 0.9, rec["gate"]
+    assert agreement == pytest.approx(rec["gate"]["agreement"]) and rec["passed"], rec["gate"]  # the 97% gate
 
 
 def test_the_cpu_graph_is_not_one_for_tensorrt(small, tmp_path):
