@@ -70,8 +70,9 @@ class Int8Variants:
         graphs = {"fp32": fp32, "all": quantise(pre, rule_dir / "all.onnx", calib)["path"]}
         graphs |= {g: quantise(pre, rule_dir / f"{g}_float.onnx", calib, keep_float=n)["path"] for g, n in nodes.items() if n}
         budget = self.budget_s()
-        stats = measure_onnx_latency(graphs, example, threads=self.threads, budget_s=budget, min_repeats=int(self.timing.get("min_repeats", 20)),
-                                     warmup_s=min(float(self.timing.get("warmup_s", 1.0)), 1.0), seed=int(self.timing.get("seed", 0)))
+        t = self.timing
+        stats = measure_onnx_latency(graphs, example, threads=self.threads, budget_s=budget, seed=int(t.get("seed", 0)),
+                                     min_repeats=int(t.get("min_repeats", 20)), warmup_s=min(float(t.get("warmup_s", 1.0)), 1.0))
         rows, kept = [], []
         for group, found in nodes.items():
             row = {"group": group, "nodes": len(found), "kept_float": False, "median_ms": None, "saving_ms": None, "noise_ms": None}
