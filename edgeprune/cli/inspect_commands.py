@@ -56,7 +56,8 @@ def profile(
     resolution: Optional[int] = typer.Option(None, help="Input resolution [default: the model's]; must match the field images' resolution used by adapt."),
     batch: int = typer.Option(1, help="Batch size of the timed inference."),
     precision: str = typer.Option("fp32", help="fp32 | fp16 (fp16 needs CUDA) | int8 (onnxruntime on the CPU: each variant "
-                                  "statically quantised as adapt --deploy-precision int8 deploys it, calibrated on random inputs)."),
+                                  "statically quantised as adapt --deploy-precision int8 deploys it, calibrated on random inputs, "
+                                  "with the op groups its speed rule keeps in float; tensorrt: INT8 engines)."),
     budget: Optional[float] = typer.Option(None, "--budget", help="Seconds of timing after warm-up [default: scaled to the model]."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Profile JSON path [default: profiles/<device>/<model>-<backend>-<precision>-b<batch>-r<res>.json]."),
     as_json: bool = typer.Option(False, "--json", help="Print the profile JSON instead of a table."),
