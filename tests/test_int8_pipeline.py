@@ -72,6 +72,11 @@ def test_int8_profile_quantises_every_variant_with_the_groups_the_speed_rule_kee
     rule_record = load_profile(save_profile(prof, tmp_path / "p.json"))["backend"]["quantisation"]["float_rule"]
     (group,) = rule_record["groups"]
     assert group["kept_float"] is faster and group["nodes"] > 0 and rule_record["budget_s"] == 1.0
+    from edgeprune.cli.inspect_commands import float_rule_lines
+
+    (line,) = float_rule_lines(prof)
+    assert line.startswith(f"INT8 float rule: depthwise_conv ({group['nodes']} nodes) "
+                           + ("kept in float in every variant: " if faster else "quantised: "))
     variants = sorted((tmp_path / "work").glob("*/model.int8.onnx"))
     assert len(variants) == len(prof["blocks"]) + 2  # base, every block removed, the additivity combination
     for graph in variants:

@@ -40,6 +40,7 @@ def _arrays(path):
 
 def test_tensorrt_graph_is_symmetric_int8_with_float_biases_and_float_logits(small):
     rec, (model, init) = small["record"], _arrays(small["graph"])
+    onnx.checker.check_model(model, full_check=True)  # a valid ONNX graph with its shapes inferred (what TensorRT parses)
     assert rec["written"] and rec["passed"] and rec["gate"]["agreement"] >= 0.97
     cal = rec["calibration"]
     assert cal["target"] == "tensorrt" and cal["symmetric"] and not cal["reduce_range"] and cal["images"] == 32

@@ -89,4 +89,20 @@ def profile(
     add = prof.get("additivity") or {}
     if add:
         out.print(f"additivity ({', '.join(add['blocks'])}): predicted {add['predicted_saving']:.1%}, measured {add['measured_saving']:.1%}")
+    for line in float_rule_lines(prof):
+        out.print(line)
     out.print(f"profile written to {path}")
+
+
+def float_rule_lines(prof: dict) -> list[str]:
+    """An INT8 profile's speed-rule decisions, one line per op group (none for other profiles)."""
+    rule = ((prof.get("backend") or {}).get("quantisation") or {}).get("float_rule") or {}
+    lines = []
+    for g in rule.get("groups", []):
+        if not g["nodes"]:
+            lines.append(f"INT8 float rule: no {g['group']} node in this model")
+            continue
+        verdict = "kept in float in every variant" if g["kept_float"] else "quantised"
+        lines.append(f"INT8 float rule: {g['group']} ({g['nodes']} nodes) {verdict}: {g['median_ms']:.3g} ms in float vs "
+                     f"{rule['all_median_ms']:.3g} ms quantised (difference {g['saving_ms']:+.3g} ms, noise {g['noise_ms']:.2g} ms)")
+    return lines
