@@ -37,7 +37,12 @@ _PRUNE_IMAGES = typer.Option(_OPT["prune_images"], help="Images used to score bl
 _FINETUNE_IMAGES = typer.Option(_OPT["finetune_images"], help="Images whose teacher features are stored as pseudo-labels.")
 _STEPS = typer.Option(_RECIPE.steps, help="Distillation SGD steps.")
 _BATCH = typer.Option(_RECIPE.batch_size, help="Batch size (scoring, pseudo-labels, distillation).")
-_LR = typer.Option(_RECIPE.lr, help="Learning rate (x0.1 every 40% of the steps).")
+_LR = typer.Option(_RECIPE.lr, help="Learning rate (x0.1 every --decay-every of the steps).")
+_TIME_BUDGET = typer.Option(_RECIPE.time_budget_minutes or 0, "--time-budget", help="Minutes the distillation may take: "
+    "after its first steps the step count is lowered to what fits on this device (never raised; README). 0 = run "
+    "exactly --steps steps.")
+_DECAY_EVERY = typer.Option(_RECIPE.decay_every, "--decay-every", help="Fraction of the steps between learning-rate "
+    "decays (x0.1); the paper's is 0.4 (README, \"Distillation recipe\").")
 _SEED = typer.Option(_OPT["seed"], help="Seed of the image split and the training order.")
 _FORCE = typer.Option(False, "--force", help="Replace a non-empty output folder (only once the new run succeeded).")
 _DYNAMIC_BATCH = typer.Option(False, "--dynamic-batch", help="Export ONNX with a dynamic batch axis.")
@@ -112,6 +117,8 @@ def adapt(
     steps: int = _STEPS,
     batch: int = _BATCH,
     lr: float = _LR,
+    decay_every: float = _DECAY_EVERY,
+    time_budget: float = _TIME_BUDGET,
     seed: int = _SEED,
     force: bool = _FORCE,
     dynamic_batch: bool = _DYNAMIC_BATCH,
@@ -151,7 +158,8 @@ def adapt(
 
 def adapt_options(p: dict) -> AdaptOptions:
     """The validated options object of ``adapt``'s command-line values (``p``: option name -> value)."""
-    recipe = adapt_recipe(steps=p["steps"], batch_size=p["batch"], lr=p["lr"], freeze_head=not p["train_head"],
+    recipe = adapt_recipe(steps=p["steps"], batch_size=p["batch"], lr=p["lr"], decay_every=p["decay_every"],
+                          time_budget_minutes=p["time_budget"] or None, freeze_head=not p["train_head"],
                           train_scope=p["train_scope"], precision=p["precision"], early_stop=p["early_stop"],
                           micro_batch=p["micro_batch"] or None, teacher_stats=p["teacher_stats"], student_bn=p["student_bn"],
                           local_steps=p["local_steps"], bn_probe_steps=p["bn_probe_steps"],

@@ -47,6 +47,7 @@ def distill_auto_bn(distiller_cls, student: nn.Module, entry: ZooEntry, pixels: 
         # the second run reuses the first's measured thread count and precision (no second probe)
         hw = dataclasses.replace(first.hw, threads_auto=False, notes=list(first.hw.notes)) if first else hardware
         runs[mode] = distiller_cls(copy.deepcopy(student), entry, pixels, labels, cfg, None, prefix, removed, hw)
+    runs["frozen"].partner, runs["train"].partner = runs["train"], runs["frozen"]  # one time budget for both
     if not runs["train"].val_pos or steps <= 0:
         return _finish(student, runs["train"], None, {"chosen": "train", "reason": "no validation slice: the paper's mode",
                                                       "probe_steps": 0}, progress)

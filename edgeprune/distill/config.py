@@ -30,7 +30,9 @@ class DistillConfig:
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    decay_every: float = 0.4  # fraction of the steps between x gamma
+    # Fraction of the steps between x gamma. The paper's 0.4 decays too early at the step counts a CPU
+    # affords: 0.7 keeps 0.02 for most of a short run (docs/benchmarks/fidelity.md, sections 7-8).
+    decay_every: float = 0.7
     gamma: float = 0.1
     seed: int = 0
     freeze_head: bool = True  # method.md: every weight but the classifier head is trained
@@ -58,6 +60,9 @@ class DistillConfig:
     logit_temperature: float = 1.0
     local_steps: int = 0  # steps of local gap reconstruction per window before the global phase (local.py)
     early_stop: bool = True
+    # Wall-time budget of the distillation phase (budget.py): after the first steps the step count is
+    # lowered to what fits, and the schedule laid out over it. None = exactly ``steps`` (the paper).
+    time_budget_minutes: float | None = 6.0
     check_every: int = 25  # steps between validation checks
     patience: int = 2  # checks without improvement before the lr steps down (or training stops)
     min_rel_improvement: float = 0.01  # an improvement below 1% of the best loss does not count
@@ -68,8 +73,9 @@ class DistillConfig:
     @classmethod
     def paper(cls, **overrides) -> "DistillConfig":
         """method.md's recipe: all stages, fp32, train-mode BatchNorm, source statistics, 500 plain steps."""
-        base = dict(train_scope="all", precision="fp32", student_bn="train", teacher_stats="source", keep_best=False,
-                    local_steps=0, early_stop=False, micro_batch=None, logit_weight=0.0)
+        base = dict(decay_every=0.4, train_scope="all", precision="fp32", student_bn="train", teacher_stats="source",
+                    keep_best=False, local_steps=0, early_stop=False, time_budget_minutes=None, micro_batch=None,
+                    logit_weight=0.0)
         return cls(**(base | overrides))
 
     def validate(self) -> None:
@@ -77,6 +83,10 @@ class DistillConfig:
         for flag, value in (("--steps", self.steps), ("--batch", self.batch_size), ("--lr", self.lr)):
             if not value > 0:
                 raise UsageError(f"{flag} must be positive, got {value}")
+        if self.time_budget_minutes is not None and not self.time_budget_minutes >= 0:
+            raise UsageError(f"--time-budget must be >= 0 minutes (0 = none), got {self.time_budget_minutes}")
+        if not 0 < self.decay_every <= 1:
+            raise UsageError(f"--decay-every is a fraction of the steps in (0, 1], got {self.decay_every}")
         if self.train_scope not in TRAIN_SCOPES:
             raise UsageError(f"--train-scope must be {' or '.join(TRAIN_SCOPES)}, got {self.train_scope!r}")
         if self.student_bn not in STUDENT_BN:

@@ -51,6 +51,7 @@ from ..models.flops import stage_flops
 from ..models.staging import run_stages
 from ..models.zoo import ZooEntry
 from .bn_stats import freeze_batchnorm
+from .budget import MEASURE_STEPS, budget_seconds, fit_to_budget
 from .result import DistillResult
 from .schedule import PlateauSchedule
 from .scope import resolve_suffix, trainable_parameters, validation_split
@@ -95,8 +96,12 @@ class Distiller:
         # Best weights by validation loss, the undistilled student included: distillation never
         # hands back a model worse (on the slice) than the one it started from.
         self.best_val, self.best_step, self.best_state, self.last_checked = math.inf, 0, None, -1
+        self.val_seconds = 0.0  # one validation check (the time budget's estimate)
+        self.partner: Distiller | None = None  # the student BatchNorm probe's other run: its time counts too
         if self.val_pos and config.keep_best:
+            t = time.perf_counter()
             self.record_validation(0, self.validation_loss())
+            self.val_seconds = time.perf_counter() - t
         self.result.setup_seconds = time.perf_counter() - t0
         self.seconds = self.result.setup_seconds
 
@@ -259,9 +264,23 @@ class Distiller:
         self._train_mode()
         return total / count + logit_total / len(self.val_pos)  # the training loss: per-element MSE + per-image KL
 
+    @property
+    def step_seconds(self) -> float:
+        """Time spent in optimiser steps so far (set-up and validation checks excluded)."""
+        return self.seconds - self.result.setup_seconds - self.result.check_seconds
+
+    def _fit_budget(self) -> None:
+        """Once enough steps are timed (the probe's too), lower the step count to the time budget."""
+        measure_at = max(MEASURE_STEPS, self.cfg.bn_probe_steps if self.partner else 0)
+        if self.result.time_budget or budget_seconds(self.cfg) is None or self.result.steps_done < measure_at:
+            return
+        elapsed = self.seconds + (self.partner.seconds if self.partner else 0.0)
+        self.result.time_budget = fit_to_budget(self, elapsed)
+
     def _check(self, step: int) -> None:
         t = time.perf_counter()
         v = self.validation_loss()
+        self.val_seconds = time.perf_counter() - t
         self.early["checks"].append([step, v])
         self.record_validation(step, v)
         if self.early["enabled"] and self.lr_schedule.judge(step, v):
@@ -320,11 +339,12 @@ class Distiller:
         self.lr_schedule.after_step(step)  # the paper's StepLR: x gamma every decay_every of the steps
         if self.val_pos and step % self.cfg.check_every == 0 and step < self.cfg.steps:
             self._check(step)
-        if self.progress:
-            self.progress(step, self.cfg.steps, value)
         if step >= self.cfg.steps:
             self.done = True
         self.seconds += time.perf_counter() - t
+        self._fit_budget()
+        if self.progress:  # after the budget's fit: the bar's total is the fitted count
+            self.progress(step, self.cfg.steps, value)
         return not self.done
 
     def _restore_best(self) -> None:

@@ -27,6 +27,7 @@ class DistillResult:
     check_seconds: float = 0.0  # validation checks, inside `seconds`
     notes: list[str] = field(default_factory=list)
     student_bn: dict = field(default_factory=dict)  # student_bn="auto": the probe's decision and evidence
+    time_budget: dict = field(default_factory=dict)  # budget.py's record ({} = no budget, or never reached)
     logit_term: dict = field(default_factory=dict)  # weight, temperature, head pattern ({} = feature loss only)
 
     @property

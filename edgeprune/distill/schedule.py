@@ -10,6 +10,7 @@ will not either. Without plateaus the schedule is the paper's.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -31,6 +32,14 @@ class PlateauSchedule:
         self.phase, self.next_boundary = 0, self.step_size
         self.best, self.bad = math.inf, 0
         self.decayed_at: int | None = None  # step of the last plateau decay not yet judged by a check
+
+    def rescale(self, steps: int, step: int) -> None:
+        """Lay the schedule out over ``steps`` instead (a time budget lowered the count at ``step``):
+        the coming decays move to their fractions of the new count."""
+        self.cfg = dataclasses.replace(self.cfg, steps=steps)
+        self.step_size = max(1, int(round(self.cfg.decay_every * steps)))
+        self.last_phase = (steps - 1) // self.step_size
+        self.next_boundary = max(step + 1, (self.phase + 1) * self.step_size)
 
     def _set_lr(self) -> None:
         for g in self.opt.param_groups:

@@ -19,7 +19,8 @@ from ..errors import UsageError
 
 DEFAULT_BLOCKS = 3  # the short form's plan when no --blocks/--target-saving/--latency-budget-ms
 # adapt's keyword -> the recipe's field
-RECIPE_KEYWORDS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "train_scope": "train_scope",
+RECIPE_KEYWORDS = {"steps": "steps", "batch": "batch_size", "lr": "lr", "decay_every": "decay_every",
+                   "time_budget_minutes": "time_budget_minutes", "train_scope": "train_scope",
                    "precision": "precision", "early_stop": "early_stop", "micro_batch": "micro_batch",
                    "teacher_stats": "teacher_stats", "student_bn": "student_bn", "local_steps": "local_steps",
                    "bn_probe_steps": "bn_probe_steps", "logit_weight": "logit_weight",

@@ -204,6 +204,7 @@ def _distillation(prep: Prepared, d: Distilled) -> dict:
             "stopped_nonfinite": dres.stopped_nonfinite, "restored_step": dres.restored_step, "kept": dres.kept,
             "student_bn": d.config.student_bn, "student_bn_used": dres.student_bn.get("chosen", d.config.student_bn),
             "student_bn_probe": dres.student_bn or None, "local": d.local, "logit_term": dres.logit_term or None,
+            "time_budget": dres.time_budget or None, "decay_every": recipe.decay_every,
             "train_images": dres.train_images, "prefix_stage": dres.prefix_stage, "seconds": dres.seconds,
             "setup_seconds": dres.setup_seconds, "check_seconds": dres.check_seconds, "notes": dres.notes,
             "cached_prefix_mb": targets.prefix.store.nbytes / 2**20 if targets.prefix else 0.0,

@@ -53,8 +53,9 @@ class BenchConfig:
 # method.md's recipe (the baselines'), adapt_recipe() = DistillConfig() is what `edgeprune adapt` runs.
 # Both train in channels_last (same math, 1.15-1.39x faster on CPU, docs/benchmarks/adapt_speed.json),
 # so the layout is not one of the differences between methods.
-RECIPE_FIELDS = ("train_scope", "precision", "early_stop", "micro_batch", "channels_last", "student_bn", "teacher_stats",
-                 "keep_best", "local_steps", "steps", "check_every", "patience", "min_rel_improvement", "val_images")
+RECIPE_FIELDS = ("decay_every", "time_budget_minutes", "train_scope", "precision", "early_stop", "micro_batch",
+                 "channels_last", "student_bn", "teacher_stats", "keep_best", "local_steps", "steps", "check_every",
+                 "patience", "min_rel_improvement", "val_images")
 
 
 def _base(cfg: BenchConfig, seed: int) -> dict:
