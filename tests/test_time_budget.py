@@ -92,3 +92,23 @@ def test_auto_student_batchnorm_counts_the_dropped_run_against_the_budget():
 def test_bad_budget_or_schedule_is_refused_naming_the_option(field, value, flag):
     with pytest.raises(UsageError, match=flag):
         DistillConfig(**{field: value}).validate()
+
+
+def test_steps_that_slow_down_are_refitted_at_the_next_check(monkeypatch):
+    teacher, entry, pixels, store = _setup()
+    cfg = DistillConfig.paper(steps=500, batch_size=8, time_budget_minutes=1.0, early_stop=True, val_images=8,
+                              check_every=5)
+    d = Distiller(remove_blocks(teacher, ["layer1.0"]), entry, pixels, store, cfg)
+    # 1 s per step for the first 10 steps, 3 s per step after (real elapsed time stays tiny)
+    monkeypatch.setattr(Distiller, "step_seconds", property(
+        lambda self: 1.0 * min(self.result.steps_done, 10) + 3.0 * max(self.result.steps_done - 10, 0)))
+    for _ in range(MEASURE_STEPS):
+        d.step()
+    first = d.cfg.steps
+    assert 60 <= first <= 70  # ~60 s left at 1 s per step
+    for _ in range(5):
+        d.step()
+    rec = d.result.time_budget
+    assert rec["refits"] and rec["refits"][-1]["seconds_per_step"] == 3.0
+    assert d.cfg.steps == rec["refits"][-1]["steps"] and 30 <= d.cfg.steps <= 35 < first  # 15 + ~60 s / 3 s
+    assert rec["steps_requested"] == 500 and rec["bound"]

@@ -30,20 +30,29 @@ def steps_that_fit(remaining_s: float, step_s: float, check_s: float, check_ever
     return max(0, math.floor((remaining_s - check_s) / per_step)) if per_step > 0 else 0
 
 
-def fit_to_budget(run, elapsed_s: float) -> dict:
-    """Lower ``run.cfg.steps`` (a ``distiller.Distiller``) to what fits in the budget; the record.
+def fit_to_budget(run, elapsed_s: float, record: dict | None = None) -> dict:
+    """Set ``run.cfg.steps`` (a ``distiller.Distiller``) to what fits in the budget; the record.
 
-    ``elapsed_s``: the phase's wall time so far (set-up, the steps done, and a probe's dropped run).
+    The first fit times the steps done so far; each later one (at a validation check) the steps
+    since the previous fit, so a run whose steps slow down as it trains still ends near its
+    budget. The count never exceeds the one requested. ``elapsed_s``: the phase's wall time so far
+    (set-up, the steps done, and a probe's dropped run). ``record``: the previous fit's.
     """
     budget, cfg, done = budget_seconds(run.cfg), run.cfg, run.result.steps_done
-    step_s = run.step_seconds / max(done, 1)
-    fit = done + steps_that_fit(budget - elapsed_s, step_s, run.val_seconds, cfg.check_every)
-    record = {"minutes": cfg.time_budget_minutes, "measured_steps": done, "seconds_per_step": step_s,
-              "seconds_per_check": run.val_seconds, "elapsed_seconds": elapsed_s, "steps_requested": cfg.steps,
-              "steps_that_fit": fit, "bound": fit < cfg.steps}
-    if fit < cfg.steps:
+    requested = record["steps_requested"] if record else cfg.steps
+    since_steps, since_s = record["last_fit"] if record else (0, 0.0)
+    step_s = (run.step_seconds - since_s) / max(done - since_steps, 1)
+    fit = min(requested, done + steps_that_fit(budget - elapsed_s, step_s, run.val_seconds, cfg.check_every))
+    if record is None:
+        record = {"minutes": cfg.time_budget_minutes, "measured_steps": done, "seconds_per_step": step_s,
+                  "seconds_per_check": run.val_seconds, "elapsed_seconds": elapsed_s, "steps_requested": requested,
+                  "steps_that_fit": fit, "refits": []}
+    elif fit != cfg.steps:
+        record["refits"].append({"step": done, "seconds_per_step": step_s, "steps": max(fit, done)})
+    record["last_fit"] = [done, run.step_seconds]
+    if fit != cfg.steps:
         run.cfg = dataclasses.replace(cfg, steps=max(fit, done))
         run.lr_schedule.rescale(run.cfg.steps, done)
-        if run.cfg.steps <= done:
-            run.done = True
+        run.done = run.cfg.steps <= done
+    record["bound"] = run.cfg.steps < requested
     return record

@@ -270,12 +270,15 @@ class Distiller:
         return self.seconds - self.result.setup_seconds - self.result.check_seconds
 
     def _fit_budget(self) -> None:
-        """Once enough steps are timed (the probe's too), lower the step count to the time budget."""
-        measure_at = max(MEASURE_STEPS, self.cfg.bn_probe_steps if self.partner else 0)
-        if self.result.time_budget or budget_seconds(self.cfg) is None or self.result.steps_done < measure_at:
+        """Fit the step count to the time budget once enough steps are timed (the probe's too), then
+        again at each validation check."""
+        done, fitted = self.result.steps_done, self.result.time_budget or None
+        if budget_seconds(self.cfg) is None or self.done:
+            return
+        if done < max(MEASURE_STEPS, self.cfg.bn_probe_steps if self.partner else 0) or (fitted and done % self.cfg.check_every):
             return
         elapsed = self.seconds + (self.partner.seconds if self.partner else 0.0)
-        self.result.time_budget = fit_to_budget(self, elapsed)
+        self.result.time_budget = fit_to_budget(self, elapsed, fitted)
 
     def _check(self, step: int) -> None:
         t = time.perf_counter()
