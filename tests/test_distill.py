@@ -100,6 +100,7 @@ def test_auto_precision_probe_leaves_the_student_unchanged(monkeypatch):
     from edgeprune.distill.distiller import Distiller
 
     monkeypatch.setattr(hardware, "cpu_bf16_support", lambda: (True, "native (test)"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # no thread probe (run alone, the test would see one)
     teacher, entry, pixels = _setup()
     store = build_pseudo_labels(teacher, entry, pixels, batch_size=8)
     student = remove_blocks(teacher, ["layer1.0"])

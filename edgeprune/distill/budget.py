@@ -30,6 +30,18 @@ def steps_that_fit(remaining_s: float, step_s: float, check_s: float, check_ever
     return max(0, math.floor((remaining_s - check_s) / per_step)) if per_step > 0 else 0
 
 
+def fit_when_due(run) -> None:
+    """Fit ``run``'s step count to the budget once enough steps are timed (the student BatchNorm
+    probe's too, whose dropped run is ``run.partner``), then again at each validation check."""
+    done, fitted = run.result.steps_done, run.result.time_budget or None
+    if budget_seconds(run.cfg) is None or run.done:
+        return
+    if done < max(MEASURE_STEPS, run.cfg.bn_probe_steps if run.partner else 0) or (fitted and done % run.cfg.check_every):
+        return
+    elapsed = run.seconds + (run.partner.seconds if run.partner else 0.0)
+    run.result.time_budget = fit_to_budget(run, elapsed, fitted)
+
+
 def fit_to_budget(run, elapsed_s: float, record: dict | None = None) -> dict:
     """Set ``run.cfg.steps`` (a ``distiller.Distiller``) to what fits in the budget; the record.
 
@@ -40,7 +52,7 @@ def fit_to_budget(run, elapsed_s: float, record: dict | None = None) -> dict:
     """
     budget, cfg, done = budget_seconds(run.cfg), run.cfg, run.result.steps_done
     requested = record["steps_requested"] if record else cfg.steps
-    since_steps, since_s = record["last_fit"] if record else (0, 0.0)
+    since_steps, since_s = run.budget_mark if record else (0, 0.0)
     step_s = (run.step_seconds - since_s) / max(done - since_steps, 1)
     fit = min(requested, done + steps_that_fit(budget - elapsed_s, step_s, run.val_seconds, cfg.check_every))
     if record is None:
@@ -49,7 +61,7 @@ def fit_to_budget(run, elapsed_s: float, record: dict | None = None) -> dict:
                   "steps_that_fit": fit, "refits": []}
     elif fit != cfg.steps:
         record["refits"].append({"step": done, "seconds_per_step": step_s, "steps": max(fit, done)})
-    record["last_fit"] = [done, run.step_seconds]
+    run.budget_mark = (done, run.step_seconds)  # the next fit times the steps from here
     if fit != cfg.steps:
         run.cfg = dataclasses.replace(cfg, steps=max(fit, done))
         run.lr_schedule.rescale(run.cfg.steps, done)

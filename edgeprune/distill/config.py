@@ -62,7 +62,7 @@ class DistillConfig:
     early_stop: bool = True
     # Wall-time budget of the distillation phase (budget.py): after the first steps the step count is
     # lowered to what fits, and the schedule laid out over it. None = exactly ``steps`` (the paper).
-    time_budget_minutes: float | None = 6.0
+    time_budget_minutes: float | None = 5.0
     check_every: int = 25  # steps between validation checks
     patience: int = 2  # checks without improvement before the lr steps down (or training stops)
     min_rel_improvement: float = 0.01  # an improvement below 1% of the best loss does not count

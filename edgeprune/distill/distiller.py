@@ -51,7 +51,7 @@ from ..models.flops import stage_flops
 from ..models.staging import run_stages
 from ..models.zoo import ZooEntry
 from .bn_stats import freeze_batchnorm
-from .budget import MEASURE_STEPS, budget_seconds, fit_to_budget
+from .budget import fit_when_due
 from .result import DistillResult
 from .schedule import PlateauSchedule
 from .scope import resolve_suffix, trainable_parameters, validation_split
@@ -98,6 +98,7 @@ class Distiller:
         self.best_val, self.best_step, self.best_state, self.last_checked = math.inf, 0, None, -1
         self.val_seconds = 0.0  # one validation check (the time budget's estimate)
         self.partner: Distiller | None = None  # the student BatchNorm probe's other run: its time counts too
+        self.budget_mark = (0, 0.0)  # (steps, step seconds) at the time budget's last fit (budget.py)
         if self.val_pos and config.keep_best:
             t = time.perf_counter()
             self.record_validation(0, self.validation_loss())
@@ -269,17 +270,6 @@ class Distiller:
         """Time spent in optimiser steps so far (set-up and validation checks excluded)."""
         return self.seconds - self.result.setup_seconds - self.result.check_seconds
 
-    def _fit_budget(self) -> None:
-        """Fit the step count to the time budget once enough steps are timed (the probe's too), then
-        again at each validation check."""
-        done, fitted = self.result.steps_done, self.result.time_budget or None
-        if budget_seconds(self.cfg) is None or self.done:
-            return
-        if done < max(MEASURE_STEPS, self.cfg.bn_probe_steps if self.partner else 0) or (fitted and done % self.cfg.check_every):
-            return
-        elapsed = self.seconds + (self.partner.seconds if self.partner else 0.0)
-        self.result.time_budget = fit_to_budget(self, elapsed, fitted)
-
     def _check(self, step: int) -> None:
         t = time.perf_counter()
         v = self.validation_loss()
@@ -345,7 +335,7 @@ class Distiller:
         if step >= self.cfg.steps:
             self.done = True
         self.seconds += time.perf_counter() - t
-        self._fit_budget()
+        fit_when_due(self)  # the time budget (budget.py)
         if self.progress:  # after the budget's fit: the bar's total is the fitted count
             self.progress(step, self.cfg.steps, value)
         return not self.done
