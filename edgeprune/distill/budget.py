@@ -1,12 +1,13 @@
 """A wall-time budget for distillation: the step count that fits, measured on the device (beyond the paper).
 
-A step costs 0.05 s for a Fashion-MNIST ResNet and 2-3 s for efficientnet_lite0 on a 2-core CPU,
-so no fixed step count suits both: 500 steps are half a minute for one and 20 minutes for the
-other. With ``time_budget_minutes`` set, a run first takes ``MEASURE_STEPS`` steps (the student
-BatchNorm probe's, when there is one), then lowers ``steps`` to what its measured step and
-validation times leave room for, and the learning-rate schedule is laid out over the new count
-(the decays keep their place as fractions of the run). It only ever lowers the count: a budget
-larger than ``steps`` needs changes nothing, so small models run exactly as without it.
+The cost of a step differs by orders of magnitude between a small Fashion-MNIST network and a
+pretrained EfficientNet on a small CPU, so no fixed step count suits both (figures:
+docs/benchmarks/fidelity.md, section 8). With ``time_budget_minutes`` set, a run first times
+``MEASURE_STEPS`` steps (the student BatchNorm probe's, when there is one), then sets ``steps`` to
+what its measured step and validation times leave room for, again at every validation check from
+the steps since the last fit; the learning-rate schedule is laid out over the new count (the
+decays keep their place as fractions of the run). The count never exceeds the one requested, so
+a budget larger than the run needs changes nothing: small models run exactly as without it.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ behind each default are in docs/benchmarks/adapt_speed.md and docs/benchmarks/de
 * ``early_stop``: a validation slice of the fine-tune set (``val_images``, excluded from
   training; no held-out image is touched) is evaluated every ``check_every`` steps in eval mode;
   its plateaus move the learning-rate schedule early and end training (schedule.py).
+* ``decay_every`` (0.7; the paper's 0.4 in ``DistillConfig.paper()``) and ``time_budget_minutes``:
+  the step count fitted to a wall-time budget after the first steps (budget.py).
 * ``logit_weight`` (default 0): adds a KL term between the original's and the student's class
   outputs, both through the frozen head (logit_term.py); the validation loss includes it.
 """

@@ -56,11 +56,14 @@ def adapt(images: str | os.PathLike, output: str | os.PathLike | None = None, re
         teacher_stats: "auto" (default: decided from the stream, distill/normalisation.py),
             "source" (the paper: the teacher as trained) or "stream" (BatchNorm statistics
             re-estimated on the fine-tune images before scoring and pseudo-labels).
-        student_bn: "train" (default, the paper), "frozen" (eval-mode BatchNorm while
-            distilling: far better on lite0, diverged on a small ResNet) or "reestimate" (train,
-            then a final pass over the fine-tune images).
+        student_bn: "auto" (default: a short probe of frozen and train, distill/bn_probe.py),
+            "train" (the paper), "frozen" (eval-mode BatchNorm while distilling: far better on
+            lite0, diverged on a small ResNet) or "reestimate" (train, then a final pass over the
+            fine-tune images).
         local_steps: local gap reconstruction steps per window before distillation (0 = off).
-        steps, batch, lr: the distillation recipe's; every default is ``DistillConfig()``'s.
+        steps, batch, lr, decay_every, time_budget_minutes: the distillation recipe's (the last:
+            wall-time budget of the distillation, distill/budget.py); every default is
+            ``DistillConfig()``'s.
         train_head: also train the classifier head (the paper keeps it frozen).
         train_scope: "suffix" (default: freeze the stages before the first removed block and train the
             rest from their cached output) or "all" (the paper: every stage from the pixels).
