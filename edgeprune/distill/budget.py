@@ -61,7 +61,8 @@ def fit_to_budget(run, elapsed_s: float, record: dict | None = None) -> dict:
                   "seconds_per_check": run.val_seconds, "elapsed_seconds": elapsed_s, "steps_requested": requested,
                   "steps_that_fit": fit, "refits": []}
     elif fit != cfg.steps:
-        record["refits"].append({"step": done, "seconds_per_step": step_s, "steps": max(fit, done)})
+        record["refits"].append({"step": done, "seconds_per_step": step_s, "elapsed_seconds": elapsed_s,
+                                 "steps": max(fit, done)})
     run.budget_mark = (done, run.step_seconds)  # the next fit times the steps from here
     if fit != cfg.steps:
         run.cfg = dataclasses.replace(cfg, steps=max(fit, done))
