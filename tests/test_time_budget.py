@@ -113,3 +113,14 @@ def test_steps_that_slow_down_are_refitted_at_the_next_check(monkeypatch):
     assert refit["step"] == 15 and refit["seconds_per_step"] == 3.0  # timed from the steps since the last fit
     assert d.cfg.steps == refit["steps"] == 15 + steps_that_fit(60.0 - refit["elapsed_seconds"], 3.0, d.val_seconds, 5)
     assert d.cfg.steps < first and rec["steps_requested"] == 500 and rec["bound"]
+
+
+def test_a_run_cut_short_by_the_budget_warns_and_says_how_to_fix_it():
+    from edgeprune.distill.budget import FEW_STEPS, budget_warning
+
+    record = {"minutes": 5.0, "seconds_per_step": 38.2, "steps_requested": 500, "bound": True}
+    text = budget_warning(record, 10)
+    assert "10 steps" in text and "38.2 s per step" in text and "--time-budget" in text
+    assert budget_warning(record, FEW_STEPS) is None  # enough steps
+    assert budget_warning({**record, "bound": False}, 10) is None  # the run asked for few steps itself
+    assert budget_warning({}, 10) is None  # no budget

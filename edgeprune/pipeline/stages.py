@@ -13,6 +13,7 @@ from torch import nn
 
 from ..data.transforms import normalise
 from ..distill.bn_stats import reestimate_bn_stats
+from ..distill.budget import budget_warning
 from ..distill.config import DistillConfig
 from ..distill.distiller import distill
 from ..distill.result import DistillResult
@@ -133,6 +134,9 @@ def distil(prep: Prepared, scored: Scored) -> Distilled:
                            hardware=prep.hardware, progress=lambda s, n, loss: rep.progress("distillation", s, n, loss=loss))
         finally:
             targets.close()
+        short = budget_warning(dres.time_budget, dres.steps_done)
+        if short:
+            rep.warn(short)
         if dres.stopped_nonfinite:
             rep.warn(f"non-finite loss: distillation stopped, weights after {dres.restored_step} updates restored")
         if cfg.student_bn == "reestimate":
