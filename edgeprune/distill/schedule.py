@@ -10,7 +10,6 @@ will not either. Without plateaus the schedule is the paper's.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -27,18 +26,21 @@ class PlateauSchedule:
 
     def __init__(self, cfg: DistillConfig, opt: torch.optim.Optimizer, early: dict):
         self.cfg, self.opt, self.early = cfg, opt, early
-        self.step_size = max(1, int(round(cfg.decay_every * cfg.steps)))
-        self.last_phase = (cfg.steps - 1) // self.step_size  # the paper's schedule reaches this many decays
-        self.phase, self.next_boundary = 0, self.step_size
+        self.phase = 0
+        self._lay_out(cfg.steps)
+        self.next_boundary = self.step_size
         self.best, self.bad = math.inf, 0
         self.decayed_at: int | None = None  # step of the last plateau decay not yet judged by a check
 
-    def rescale(self, steps: int, step: int) -> None:
-        """Lay the schedule out over ``steps`` instead (a time budget lowered the count at ``step``):
-        the coming decays move to their fractions of the new count."""
-        self.cfg = dataclasses.replace(self.cfg, steps=steps)
+    def _lay_out(self, steps: int) -> None:
+        """Decays every ``decay_every`` of ``steps``: the interval and how many the run reaches."""
         self.step_size = max(1, int(round(self.cfg.decay_every * steps)))
-        self.last_phase = (steps - 1) // self.step_size
+        self.last_phase = (steps - 1) // self.step_size  # the paper's schedule reaches this many decays
+
+    def rescale(self, steps: int, step: int) -> None:
+        """Lay the schedule out over ``steps`` instead (a time budget changed the count at ``step``):
+        the coming decays move to their fractions of the new count."""
+        self._lay_out(steps)
         self.next_boundary = max(step + 1, (self.phase + 1) * self.step_size)
 
     def _set_lr(self) -> None:
