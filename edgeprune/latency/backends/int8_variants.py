@@ -93,11 +93,16 @@ class Int8Variants:
         """The profile's ``backend.quantisation`` record."""
         from ...deploy.int8.config import QuantSettings
 
-        return {**QuantSettings().resolved().to_dict(), "calibration_images": INT8_PROFILE_CALIBRATION,
-                "calibration": f"{INT8_PROFILE_CALIBRATION} random normal inputs (seed 0): latency does not depend on the ranges",
-                "float_groups": list(self.kept or ()), "float_rule": self.rule,
-                "float_nodes": "adapt's speed rule (op groups in float when measured faster, float_rule); its accuracy "
-                               "rule needs the deployed weights and field images and runs in adapt only"}
+        return quantisation_record(QuantSettings().resolved(), list(self.kept or ()), self.rule,
+                                   "adapt's speed rule (op groups in float when measured faster, float_rule); its accuracy "
+                                   "rule needs the deployed weights and field images and runs in adapt only")
+
+
+def quantisation_record(settings, float_groups: list[str], float_rule: dict | None, float_nodes: str) -> dict:
+    """A profile's ``backend.quantisation``: the settings, the random calibration, what stays in float."""
+    return {**settings.to_dict(), "calibration_images": INT8_PROFILE_CALIBRATION,
+            "calibration": f"{INT8_PROFILE_CALIBRATION} random normal inputs (seed 0): latency does not depend on the ranges",
+            "float_groups": float_groups, "float_rule": float_rule, "float_nodes": float_nodes}
 
 
 def random_calibration(example: torch.Tensor) -> np.ndarray:
@@ -119,7 +124,5 @@ def tensorrt_int8_record() -> dict:
     """A TensorRT INT8 profile's ``backend.quantisation`` record."""
     from ...deploy.int8.config import QuantSettings
 
-    return {**QuantSettings.tensorrt().to_dict(), "calibration_images": INT8_PROFILE_CALIBRATION,
-            "calibration": f"{INT8_PROFILE_CALIBRATION} random normal inputs (seed 0): latency does not depend on the ranges",
-            "float_groups": [], "float_rule": None,
-            "float_nodes": "none for speed: adapt's TensorRT target has no speed rule (its accuracy rule runs in adapt only)"}
+    return quantisation_record(QuantSettings.tensorrt(), [], None,
+                               "none for speed: adapt's TensorRT target has no speed rule (its accuracy rule runs in adapt only)")
