@@ -309,3 +309,72 @@ def test_time_ratios_compare_methods_of_one_unit_only():
                                 (1, "TT-MPD", 1.0), (1, "ratio+continuous", 4.0), (2, "TT-MPD", 3.0))]  # seed 2: no pair
     assert unit_ratio(rows, "TT-MPD", "ratio+continuous") == pytest.approx((0.5 * 0.25) ** 0.5)
     assert unit_ratio(rows, "TT-MPD", "practise+continuous") is None
+
+
+# ------------------------------------------------------------------ --resume
+def _fake_run(monkeypatch, tmp_path, state: dict, run_first: int | None):
+    """run_benchmark with git, setup, units and outputs faked (no model runs): runs at most
+    ``run_first`` units, as a run stopped by its time budget does; returns the list of units that ran."""
+    from types import SimpleNamespace
+
+    from benchlib import driver
+
+    streams = [("gaussian_noise", 3), ("clean", 0)]
+    monkeypatch.setattr(driver, "git_state", lambda out: state)
+    monkeypatch.setattr(driver, "load_inputs", lambda: {"test_nhwc": None, "test_y": None})
+    monkeypatch.setattr(driver, "setup_model", lambda m, *a: SimpleNamespace(streams=streams, savings={"b": 0.1}))
+    monkeypatch.setattr(driver, "write_outputs",
+                        lambda result, cfg: (cfg.out / "results.json").write_text(json.dumps(result, default=str)))
+    ran = []
+
+    def run_units(units, target, engine, on_done, should_start, **kw):
+        for unit in units[:run_first]:
+            p = unit.params
+            ran.append((p["model"], p["seed"], p["corruption"]))
+            row = {"model": p["model"], "seed": p["seed"], "corruption": p["corruption"], "method": "TT-MPD"}
+            on_done(unit, {"status": "ok", "worker": {"host": "h", "pid": 1, "load_avg_start": [0.1] * 3},
+                           "result": {"rows": [row], "order": {}, "seconds": 2.0, "latency": {}}})
+        return units[run_first:] if run_first is not None else []
+
+    import edgeprune.fleet.engine as engine
+
+    monkeypatch.setattr(engine, "run_units", run_units)
+    return ran
+
+
+def test_resume_runs_only_the_units_a_stopped_run_left(tmp_path, monkeypatch):
+    from benchlib import driver
+
+    clean = {"commit": "c" * 40, "dirty": False, "dirty_paths": []}
+    cfg = _tiny(tmp_path, seeds=2)
+    ran = _fake_run(monkeypatch, tmp_path, clean, run_first=3)
+    first = driver.run_benchmark(cfg, log=lambda m: None)
+    assert len(first["units_done"]) == 3 and len(first["units_skipped"]) == 5
+    ran = _fake_run(monkeypatch, tmp_path, clean, run_first=None)
+    again = driver.run_benchmark(dataclasses.replace(cfg, resume=True, time_budget_s=99.0), log=lambda m: None)
+    assert ran == [(u["model"], u["seed"], u["corruption"]) for u in first["units_skipped"]]  # only those
+    plan = [(u["model"], u["seed"], u["corruption"]) for u in again["units_done"]]
+    assert len(plan) == 8 and plan[:3] == [(u["model"], u["seed"], u["corruption"]) for u in first["units_done"]]
+    assert [(r["model"], r["seed"], r["corruption"]) for r in again["rows"]] == plan  # the plan's order
+    assert not again["units_skipped"] and again["started"] == first["started"]
+    assert [s["units_done_before"] for s in again["sittings"]] == [0, 3]
+    assert again["elapsed_s"] >= first["elapsed_s"]
+
+
+def test_resume_refuses_other_code_or_settings(tmp_path, monkeypatch):
+    from benchlib import driver
+
+    clean = {"commit": "c" * 40, "dirty": False, "dirty_paths": []}
+    cfg = _tiny(tmp_path)
+    with pytest.raises(UsageError, match="no run to carry on"):
+        driver.run_benchmark(dataclasses.replace(cfg, resume=True), log=lambda m: None)
+    _fake_run(monkeypatch, tmp_path, clean, run_first=1)
+    driver.run_benchmark(cfg, log=lambda m: None)
+    with pytest.raises(UsageError, match="steps 2 -> 3"):
+        driver.run_benchmark(dataclasses.replace(cfg, resume=True, steps=3), log=lambda m: None)
+    _fake_run(monkeypatch, tmp_path, {**clean, "commit": "d" * 40}, run_first=1)
+    with pytest.raises(UsageError, match="check that commit out"):
+        driver.run_benchmark(dataclasses.replace(cfg, resume=True), log=lambda m: None)
+    _fake_run(monkeypatch, tmp_path, {**clean, "dirty": True}, run_first=1)
+    with pytest.raises(UsageError, match="committed, clean tree"):
+        driver.run_benchmark(dataclasses.replace(cfg, resume=True), log=lambda m: None)

@@ -3,7 +3,7 @@ side by side in ONE process, plus the "beyond the paper" BatchNorm-statistics ex
 
     python tools/bench.py [--quick] [--seeds N] [--corruptions C ...] [--models M ...] [--out DIR]
                           [--steps S] [--eval-images N] [--ks 1 3 5] [--time-budget SECONDS] [--allow-dirty]
-                          [--engine local|ray] [--address ADDR] [--workers N]
+                          [--engine local|ray] [--address ADDR] [--workers N] [--resume]
 
 Models: fmnist_resnet and fmnist_mobilenetv2 (tools/train_source.py). Seeds are the outer loop,
 models inside, so a run cut by ``--time-budget`` keeps every model.
@@ -35,7 +35,8 @@ Writes ``results.json`` (rewritten after every unit, so a partial run still yiel
 records the git commit and whether the tree had uncommitted changes), ``results.md`` (generated
 tables) and PNG plots into ``--out``. Results are published only from a committed tree: writing
 into docs/benchmarks from a tree with uncommitted changes is refused unless ``--allow-dirty``.
-The code lives in tools/benchlib/.
+``--resume`` carries on a stopped run in the same ``--out`` (same commit and settings; its finished
+units are kept). The code lives in tools/benchlib/.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def parse_args(argv=None) -> tuple[BenchConfig, str]:
     ap.add_argument("--render-only", action="store_true", help="re-render results.md and plots from --out/results.json")
     ap.add_argument("--sweep-only", action="store_true", help="only the severity sweep (all 15 corruptions)")
     ap.add_argument("--time-budget", type=float, default=None, help="seconds; no new unit starts after it")
+    ap.add_argument("--resume", action="store_true",
+                    help="carry on the stopped run in --out: its finished units are kept, the others run (the same "
+                         "commit, clean tree, and the same settings but --time-budget/--engine/--workers/--address)")
     ap.add_argument("--allow-dirty", action="store_true",
                     help="publish from a tree with uncommitted changes (recorded in results.json and results.md)")
     ap.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -91,7 +95,7 @@ def parse_args(argv=None) -> tuple[BenchConfig, str]:
     cfg = dataclasses.replace(BenchConfig(), **QUICK) if a.quick else BenchConfig()
     given = {"engine": a.engine, "ray_address": a.address, "workers": a.workers,
              "seeds": a.seeds, "steps": a.steps, "eval_images": a.eval_images, "practise_steps": a.practise_steps,
-             "time_budget_s": a.time_budget, "out": a.out}
+             "time_budget_s": a.time_budget, "out": a.out, "resume": a.resume or None}
     lists = {"corruptions": a.corruptions, "models": a.models, "ks": a.ks, "ablation_ks": a.ablation_ks}
     if a.no_mixed:
         cfg = dataclasses.replace(cfg, mixed=False)

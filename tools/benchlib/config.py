@@ -46,6 +46,7 @@ class BenchConfig:
     engine: str = "local"  # where units run (edgeprune.fleet.engine): local | ray
     ray_address: str | None = None  # a Ray cluster; None = a local Ray of `workers` CPUs
     workers: int | None = None
+    resume: bool = False  # keep the units a stopped run in `out` finished (same commit and settings)
 
 
 # ------------------------------------------------------------------------------- recipes

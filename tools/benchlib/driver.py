@@ -28,6 +28,7 @@ from .config import (
 from .methods import recipe_teacher, ttmpd_finetune
 from .outputs import write_outputs
 from .provenance import check_publishable, environment, git_state
+from .resume import carry_over, finished_outcomes, load_previous
 from .streams import MIXED, chosen_streams, get_profile, load_or_sweep
 from .unit import score_all
 
@@ -122,8 +123,22 @@ class _Collector:
 
     def __init__(self, result: dict, units: list, cfg: BenchConfig, stamp):
         self.result, self.cfg, self.stamp = result, cfg, stamp
+        self.units = units
         self.index = {u.key: i for i, u in enumerate(units)}
         self.done: dict[int, tuple] = {}
+
+    def adopt(self, finished: dict[tuple, tuple]) -> list:
+        """Take the units a stopped run finished (--resume); returns the units still to run."""
+        left = []
+        for unit in self.units:
+            key = (unit.params["model"], unit.params["seed"], unit.params["corruption"])
+            if key in finished:
+                self.done[self.index[unit.key]] = finished[key]
+            else:
+                left.append(unit)
+        if self.done:
+            self._write()
+        return left
 
     def __call__(self, unit, outcome: dict) -> None:
         p = unit.params
@@ -134,6 +149,13 @@ class _Collector:
             self.stamp(f"FAILED {p['model']} {p['corruption']} seed {p['seed']}: {outcome['error']}")
             return
         self.done[self.index[unit.key]] = (unit_id, p["severity"], outcome)
+        self._write()
+        w = outcome["worker"]
+        self.stamp(f"done {p['model']} {p['corruption']} (sev {p['severity']}) seed {p['seed']} in "
+                   f"{outcome['result']['seconds']:.0f}s on {w['host']}:{w['pid']} (load {w['load_avg_start'][0]:.1f})")
+
+    def _write(self) -> None:
+        """Rows and units_done rebuilt in the plan's order, written out."""
         res = self.result
         res["rows"], res["units_done"] = [], []
         for _, (uid, sev, out) in sorted(self.done.items()):
@@ -143,9 +165,6 @@ class _Collector:
                                       "worker": out["worker"]})
             res["latency"].setdefault(uid["model"], {}).update(r["latency"])
         write_outputs(res, self.cfg)
-        w = outcome["worker"]
-        self.stamp(f"done {p['model']} {p['corruption']} (sev {p['severity']}) seed {p['seed']} in "
-                   f"{outcome['result']['seconds']:.0f}s on {w['host']}:{w['pid']} (load {w['load_avg_start'][0]:.1f})")
 
 
 def run_benchmark(cfg: BenchConfig, log=print, command: str | None = None) -> dict:
@@ -166,17 +185,21 @@ def run_benchmark(cfg: BenchConfig, log=print, command: str | None = None) -> di
     clock = lambda: time.perf_counter() - t_start  # noqa: E731
     stamp = lambda m: log(f"[{clock():6.0f}s] {m}")  # noqa: E731
     over = lambda: bool(cfg.time_budget_s) and clock() > cfg.time_budget_s  # noqa: E731
-    inputs = load_inputs()
     result = new_result(cfg, provenance, command)
+    previous = load_previous(cfg.out, result["config"], provenance) if cfg.resume else None
+    elapsed_before = carry_over(result, previous) if previous else 0.0
+    inputs = load_inputs()
     setups = {m: setup_model(m, cfg, inputs["test_nhwc"], inputs["test_y"], result, stamp) for m in cfg.models}
     units = plan_units(cfg, setups)
     result["setup_s"] = clock()
-    stamp(f"{len(units)} units on engine {cfg.engine}")
-    left = run_units(units, TARGET, cfg.engine, on_done=_Collector(result, units, cfg, stamp), should_start=lambda: not over(),
+    collect = _Collector(result, units, cfg, stamp)
+    todo = collect.adopt(finished_outcomes(previous)) if previous else units
+    stamp(f"{len(todo)} units on engine {cfg.engine}" + (f" ({len(units) - len(todo)} finished before, kept)" if previous else ""))
+    left = run_units(todo, TARGET, cfg.engine, on_done=collect, should_start=lambda: not over(),
                      address=cfg.ray_address, workers=cfg.workers, paths=[TOOLS])
     result["units_skipped"] += [{k: u.params[k] for k in ("model", "seed", "corruption")} | {"reason": "time budget"}
                                 for u in left]
-    result["elapsed_s"] = clock()
+    result["elapsed_s"] = elapsed_before + clock()
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_outputs(result, cfg)
     return result
