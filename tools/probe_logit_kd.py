@@ -12,7 +12,7 @@ validation slice) with the student BatchNorm mode fixed (--student-bn, default f
 64 prune + 936 fine-tune = the 1000 distilled on, the rest held out, seed 0) and the same batches.
 The variants' steps are interleaved one by one in ONE process, so they see the same machine load.
 At each --evals step the held-out fidelity keys (pipeline/fidelity.py) are measured on the current
-weights; after the last step, on the weights keep-best restores. One thread (--threads).
+weights (with --train-evals also on the images distilled on, under "distilled_on"); after the last step, on the weights keep-best restores. One thread (--threads).
 Appends one JSON line per variant to --results. docs/benchmarks/fidelity.md (section 6) reports it.
 """
 import argparse
@@ -66,6 +66,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=DistillConfig().lr)
     ap.add_argument("--evals", default="")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="adapt's --time-budget in minutes [default 0: exactly STEPS steps, what a probe compares]")
+    ap.add_argument("--train-evals", action="store_true",
+                    help="at each --evals step also the fidelity on the images distilled on (over- vs under-fitting)")
     ap.add_argument("--results", default="out/logit_kd.jsonl")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -79,6 +83,7 @@ def main() -> None:
     stages = split(teacher, entry.staging)
     targets = build_distill_targets(teacher, entry, imgs.pixels[ft], stages, prefix_stop(stages, removed))
     original = held_logits(teacher, entry, imgs.pixels[held])
+    original_ft = held_logits(teacher, entry, imgs.pixels[ft]) if args.train_evals else None
     pruned = remove_blocks(teacher, removed)
     before = rounded(fidelity_metrics(original, held_logits(pruned, entry, imgs.pixels[held])))
     print("pruned, not distilled", before, flush=True)
@@ -87,7 +92,7 @@ def main() -> None:
     for v in (parse_variant(t, args.lr) for t in args.variants):
         cfg = dataclasses.replace(DistillConfig(), steps=args.steps, student_bn=args.student_bn, lr=v["lr"],
                                   logit_weight=v["logit_weight"], logit_temperature=v["logit_temperature"],
-                                  decay_every=v["decay_every"])
+                                  decay_every=v["decay_every"], time_budget_minutes=args.time_budget)
         d = Distiller(remove_blocks(teacher, removed), entry, imgs.pixels[ft], targets.labels, cfg, prefix=targets.prefix,
                       removed=removed, hardware=dataclasses.replace(hw, notes=[]))
         runs.append((v, d, {"curve": [], "seconds": 0.0}))
@@ -98,6 +103,8 @@ def main() -> None:
                 log["seconds"] += time.perf_counter() - t
             if step in evals and d.result.steps_done == step:
                 m = rounded(fidelity_metrics(original, held_logits(d.student, entry, imgs.pixels[held])))
+                if original_ft is not None:
+                    m["distilled_on"] = rounded(fidelity_metrics(original_ft, held_logits(d.student, entry, imgs.pixels[ft])))
                 d._train_mode()
                 log["curve"].append([step, round(log["seconds"], 1), m])
                 print(v["name"], step, round(log["seconds"], 1), m, flush=True)
