@@ -167,6 +167,7 @@ def test_render_from_rows(tmp_path):
     assert list(result["summary"]) == ["fmnist_resnet"]
     g = result["summary"]["fmnist_resnet"]
     assert g["vs_ratio"]["met"] and g["vs_practise"]["met"] and g["shift"]["met"]
+    assert g["vs_ratio"]["pf_ratio_per_seed"] == {0: pytest.approx(0.4), 1: pytest.approx(0.4)}  # TT-MPD 2 s / ratio 5 s
     assert g["bn"]["beats_source"] and g["bn"]["within_2_of_source_bn"] and g["bn"]["beats_tent"] and g["bn"]["clean_ok"]
     # auto (TT-MPD, 80.5) is 5.5 points below stream statistics (86.5) on both streams: missed, per stream
     auto = g["auto_stats"]
@@ -174,6 +175,7 @@ def test_render_from_rows(tmp_path):
     assert auto["streams"]["clean"]["diff"] == pytest.approx(-6.0)
     md = (tmp_path / "results.md").read_text()
     assert "| TT-MPD | 3 | 80.5 ± 0.7 |" in md and "## fmnist_resnet" in md
+    assert "per seed 0.40x (seed 0), 0.40x (seed 1)" in md
     assert (tmp_path / "accuracy_vs_ls.png").is_file()
 
 

@@ -56,9 +56,15 @@ def _of_means(v) -> str:
     return "" if m is None else f"; ratio of the means {m:.2f}"
 
 
+def _per_seed(v) -> str:
+    seeds = v.get("pf_ratio_per_seed") or {}  # results from before per-seed ratios have none
+    shown = [f"{ratio:.2f}x (seed {seed})" for seed, ratio in seeds.items() if ratio is not None]
+    return f"; per seed {', '.join(shown)}" if len(shown) > 1 else ""
+
+
 def _vs_ratio(v) -> str:
     return (f"- TT-MPD PF time vs ratio + continuous KD: **{v['pf_ratio']:.2f}x** (goal <= 0.5x; geometric mean of the "
-            f"per-unit ratios{_of_means(v)}), accuracy difference "
+            f"per-unit ratios{_of_means(v)}{_per_seed(v)}), accuracy difference "
             f"**{v['acc_diff']:+.2f}** points (goal >= -0.5): **{_yn(v['met'])}**.")
 
 

@@ -71,8 +71,9 @@ def _vs_baselines(rows) -> dict:
         b_pf, b_acc = _mean(rows, method, "pf_s"), _mean(rows, method)
         ratio = unit_ratio(rows, "TT-MPD", method)
         if None not in (tt_pf, b_pf, tt_acc, b_acc, ratio):
+            per_seed = {seed: unit_ratio(select(rows, seed=seed), "TT-MPD", method) for seed in sorted({r["seed"] for r in rows})}
             g[key] = {"pf_ratio": ratio, "pf_ratio_of_means": tt_pf / b_pf, "acc_diff": tt_acc - b_acc,
-                      "met": rule(ratio, tt_acc - b_acc)}
+                      "met": rule(ratio, tt_acc - b_acc), "pf_ratio_per_seed": per_seed}
     test_pf, train_pf = _mean(rows, "TT-MPD"), _mean(rows, "train-time PF")
     if None not in (test_pf, train_pf):
         g["shift"] = {"test_time": test_pf, "train_time": train_pf, "diff": test_pf - train_pf, "met": test_pf >= train_pf}
