@@ -23,8 +23,9 @@ def export(
     fp16: bool = typer.Option(True, "--fp16/--fp32", help="TensorRT precision (with --int8: of the layers left in float)."),
     batch: int = typer.Option(1, help="Static batch size of the exported graph."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="ONNX with a dynamic batch axis."),
-    images: Optional[Path] = typer.Option(None, "--images", "-i", help="Field images for the ONNX parity check [default: random "
-                                          "inputs]; with --int8 also the calibration images (a seeded quarter is held out for the gate)."),
+    images: Optional[Path] = typer.Option(None, "--images", "-i", help="Field images for the ONNX parity check; with --int8 also the "
+                                          "calibration images (a seeded quarter is held out for the gate).",
+                                          show_default="random inputs"),
     int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx: ONNX Runtime static QDQ quantisation "
                               "calibrated on --images, gated against model.onnx (top-1 agreement >= 97%); with --tensorrt "
                               "model.int8.tensorrt.onnx (symmetric, for TensorRT) and model.int8.engine."),
@@ -53,8 +54,8 @@ def export(
 def evaluate(
     model: str = typer.Option(..., "--model", "-m", help="Zoo name (original model) or a pruned manifest DIR/model.pt."),
     images: Path = typer.Option(..., "--images", "-i", help="Folder of images (class sub-folders give accuracy)."),
-    weights: Optional[Path] = typer.Option(None, help="State dict for a zoo model [default: local pretrained weights]."),
-    resolution: Optional[int] = typer.Option(None, help="Input resolution [default: the manifest's or the model's]."),
+    weights: Optional[Path] = typer.Option(None, help="State dict for a zoo model.", show_default="local pretrained weights"),
+    resolution: Optional[int] = typer.Option(None, help="Input resolution.", show_default="the manifest's or the model's"),
     latency: bool = typer.Option(True, "--latency/--no-latency", help="Also time the model with ONNX Runtime on this machine."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):

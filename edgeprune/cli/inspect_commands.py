@@ -28,7 +28,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
 def blocks(
     model: str = typer.Option(..., "--model", "-m", help="Zoo name (e.g. mobilenet_v2, resnet34, efficientnet_lite0, timm:NAME)."),
-    resolution: Optional[int] = typer.Option(None, help="Input size used to trace shapes [default: the model's]."),
+    resolution: Optional[int] = typer.Option(None, help="Input size used to trace shapes.", show_default="the model's"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """List the removable blocks of a model with parameter count and capacity gap G_i = (S - S_-i)/S."""
@@ -53,13 +53,13 @@ def profile(
     model: str = typer.Option(..., "--model", "-m", help="Zoo name; profiling uses random weights (latency does not depend on values)."),
     backend: str = typer.Option("onnxruntime", help="Latency backend: onnxruntime | torch | tensorrt."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
-    resolution: Optional[int] = typer.Option(None, help="Input resolution [default: the model's]; must match the field images' resolution used by adapt."),
+    resolution: Optional[int] = typer.Option(None, help="Input resolution; must match the field images' resolution used by adapt.", show_default="the model's"),
     batch: int = typer.Option(1, help="Batch size of the timed inference."),
     precision: str = typer.Option("fp32", help="fp32 | fp16 (fp16 needs CUDA) | int8 (onnxruntime on the CPU: each variant "
                                   "statically quantised as adapt --deploy-precision int8 deploys it, calibrated on random inputs, "
                                   "with the op groups its speed rule keeps in float; tensorrt: INT8 engines)."),
-    budget: Optional[float] = typer.Option(None, "--budget", help="Seconds of timing after warm-up [default: scaled to the model]."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Profile JSON path [default: profiles/<device>/<model>-<backend>-<precision>-b<batch>-r<res>.json]."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Seconds of timing after warm-up.", show_default="scaled to the model"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Profile JSON path.", show_default="profiles/<device>/<model>-<backend>-<precision>-b<batch>-r<res>.json"),
     as_json: bool = typer.Option(False, "--json", help="Print the profile JSON instead of a table."),
 ):
     """Measure the latency saving of removing each block on THIS device (run once per target device)."""

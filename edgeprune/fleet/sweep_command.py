@@ -16,13 +16,14 @@ err = Console(stderr=True)
 
 def sweep(
     config: Path = typer.Argument(..., help="Sweep config (TOML, or YAML with pyyaml): models, streams, criteria, k, seeds "
-                                  "and [recipe] options; a list in [recipe] is one more axis (README: Sweeps)."),
-    engine: str = typer.Option("ray", help="ray: each unit a Ray task (needs edgeprune[fleet]); local: one after another here."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder [default: the config's `out`, else sweep-out "
-                                       "next to it]. Run again with the same folder to resume: finished units are skipped."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address (e.g. ray://head:10001) [default: a local Ray "
-                                          "started for this sweep]."),
-    workers: Optional[int] = typer.Option(None, help="CPUs of the local Ray [default: the CPUs this process may use]."),
+                                  "and \\[recipe] options; a list in \\[recipe] is one more axis (README: Sweeps)."),
+    engine: str = typer.Option("ray", help="ray: each unit a Ray task (needs edgeprune\\[fleet]); local: one after another here."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder. Run again with the same folder to resume: finished "
+                                       "units are skipped.",
+                                       show_default="the config's `out`, else sweep-out next to it"),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (e.g. ray://head:10001).",
+                                          show_default="a local Ray started for this sweep"),
+    workers: Optional[int] = typer.Option(None, help="CPUs of the local Ray.", show_default="the CPUs this process may use"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Run many adaptations (models x streams x criteria x k x seeds x recipe options) and collect one results table."""

@@ -17,10 +17,10 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="The registry of latency profiles of many devices: a folder ($EDGEPRUNE_PROFILES or ./profiles) "
-                       "or any fsspec URL (needs edgeprune[fleet]).")
+                       "or any fsspec URL (needs edgeprune\\[fleet]).")
 out = Console()
 
-REGISTRY_HELP = "Registry folder or fsspec URL [default: $EDGEPRUNE_PROFILES or ./profiles]."
+REGISTRY_HELP = "Registry folder or fsspec URL \\[default: $EDGEPRUNE_PROFILES or ./profiles]."
 
 
 def _emit(data) -> None:
