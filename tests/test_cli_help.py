@@ -5,6 +5,7 @@ device's recorded profile]." printed as "Zoo name ." and "needs edgeprune[fleet]
 edgeprune". Defaults that are not plain values go in `show_default="..."`; a literal bracket is
 written `\\[`.
 """
+import json
 import re
 
 import click
@@ -60,3 +61,14 @@ def test_every_command_has_help():
     missing = [" ".join(path) for path, command in _commands(root)
                if path and isinstance(command, click.Command) and not (command.help or command.short_help)]
     assert not missing
+
+
+def test_narrow_tables_never_cut_the_names_a_user_types():
+    from edgeprune.models.zoo import names
+
+    runner = CliRunner()  # renders 80 columns wide, like a pipe or a small terminal
+    listing = runner.invoke(app, ["models"]).output
+    assert [n for n in names() if n not in listing] == []
+    table = runner.invoke(app, ["blocks", "--model", "efficientnet_lite0"]).output
+    listed = json.loads(runner.invoke(app, ["blocks", "--model", "efficientnet_lite0", "--json"]).output)
+    assert [b["name"] for b in listed["blocks"] if b["name"] not in table] == []

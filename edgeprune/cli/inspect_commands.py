@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from .console import RichReporter, emit_json, out
 
@@ -20,7 +20,9 @@ def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         emit_json([{"name": e.name, "family": e.family, "resolution": e.resolution, "feature_layer": e.feature_layer,
                      "head": e.head, "notes": e.notes} for e in rows])
         return
-    table = Table("model", "family", "resolution", "pre-GAP feature layer", "head", "notes")
+    # The name is what a user copies into --model: never cut it, however narrow the screen.
+    name_column = Column("model", no_wrap=True, min_width=max(len(e.name) for e in rows))
+    table = Table(name_column, "family", "resolution", "pre-GAP feature layer", "head", "notes")
     for e in rows:
         table.add_row(e.name, e.family, str(e.resolution), e.feature_layer, e.head, e.notes)
     out.print(table)
@@ -43,7 +45,8 @@ def blocks(
     if as_json:
         emit_json({"model": entry.name, "resolution": res, "count": len(found), "blocks": [b.to_dict() for b in found]})
         return
-    table = Table("#", "block", "type", "params", "capacity gap", "shape", title=f"{entry.name}: {len(found)} removable blocks")
+    block_column = Column("block", no_wrap=True, min_width=max((len(b.name) for b in found), default=5))
+    table = Table("#", block_column, "type", "params", "capacity gap", "shape", title=f"{entry.name}: {len(found)} removable blocks")
     for i, b in enumerate(found):
         table.add_row(str(i), b.name, b.kind, f"{b.params:,}", f"{b.capacity_gap:.4f}", "x".join(map(str, b.shape)))
     out.print(table)
