@@ -102,6 +102,13 @@ def test_units_keep_the_plan_order_whatever_order_they_finish_in(tmp_path, monke
                     (0, "fmnist_resnet", "clean", 1), (0, "fmnist_mobilenetv2", "clean", 1),
                     (1, "fmnist_resnet", "gaussian_noise", 2), (1, "fmnist_mobilenetv2", "gaussian_noise", 2),
                     (1, "fmnist_resnet", "clean", 3), (1, "fmnist_mobilenetv2", "clean", 3)]
+    streams = [("gaussian_noise", 3), ("glass_blur", 4), ("mixed", 0), ("clean", 0)]
+    only = driver.plan_units(dataclasses.replace(cfg, only_streams=("mixed",)),
+                             {"fmnist_resnet": SimpleNamespace(streams=streams, savings={})})
+    assert [(u.params["seed"], u.params["corruption"], u.params["row"]) for u in only] == [(0, "mixed", 2), (1, "mixed", 6)]
+    assert only[0].params["mixed_of"] == [["gaussian_noise", 3], ["glass_blur", 4]]  # still every corruption
+    with pytest.raises(UsageError, match="fog"):
+        driver.plan_units(dataclasses.replace(cfg, only_streams=("fog",)), setups)
     monkeypatch.setattr(driver, "write_outputs", lambda result, cfg: None)
     result = driver.new_result(cfg, {}, None)
     collect = driver._Collector(result, units, cfg, lambda m: None)

@@ -79,6 +79,9 @@ def parse_args(argv=None) -> tuple[BenchConfig, str]:
     ap.add_argument("--practise-steps", type=int, default=None)
     ap.add_argument("--no-mixed", action="store_true", help="without the mixed stream (each image clean or one of "
                                                             "the corruptions, interleaved)")
+    ap.add_argument("--only-streams", nargs="+", default=None, metavar="STREAM",
+                    help="run only these streams' units (a corruption, mixed or clean), e.g. to re-check one "
+                         "stream at a new commit; the mixed stream still interleaves every --corruptions")
     ap.add_argument("--render-only", action="store_true", help="re-render results.md and plots from --out/results.json")
     ap.add_argument("--sweep-only", action="store_true", help="only the severity sweep (all 15 corruptions)")
     ap.add_argument("--time-budget", type=float, default=None, help="seconds; no new unit starts after it")
@@ -96,7 +99,8 @@ def parse_args(argv=None) -> tuple[BenchConfig, str]:
     given = {"engine": a.engine, "ray_address": a.address, "workers": a.workers,
              "seeds": a.seeds, "steps": a.steps, "eval_images": a.eval_images, "practise_steps": a.practise_steps,
              "time_budget_s": a.time_budget, "out": a.out, "resume": a.resume or None}
-    lists = {"corruptions": a.corruptions, "models": a.models, "ks": a.ks, "ablation_ks": a.ablation_ks}
+    lists = {"corruptions": a.corruptions, "models": a.models, "ks": a.ks, "ablation_ks": a.ablation_ks,
+             "only_streams": a.only_streams}
     if a.no_mixed:
         cfg = dataclasses.replace(cfg, mixed=False)
     cfg = dataclasses.replace(cfg, allow_dirty=a.allow_dirty, **{k: v for k, v in given.items() if v is not None},

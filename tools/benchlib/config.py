@@ -24,6 +24,7 @@ class BenchConfig:
     models: tuple[str, ...] = MODELS
     corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS
     mixed: bool = True  # also a stream interleaving the corruptions and clean images, per image
+    only_streams: tuple[str, ...] | None = None  # run only these streams' units (the mixed one still mixes every corruption)
     seeds: int = 3
     ks: tuple[int, ...] = (1, 3, 5)
     ablation_ks: tuple[int, ...] = (3,)  # Tables 5/6/7 and the clean-data check

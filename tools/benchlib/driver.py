@@ -104,12 +104,19 @@ def plan_units(cfg: BenchConfig, setups: dict) -> list:
         for clean_pass in (False, True):
             for model_name, setup in setups.items():
                 for i, (corruption, sev) in enumerate(setup.streams):
-                    if (corruption == "clean") != clean_pass:
+                    if (corruption == "clean") != clean_pass or (cfg.only_streams and corruption not in cfg.only_streams):
                         continue
                     mixed_of = [[c, s] for c, s in setup.streams if c not in (MIXED, "clean")] if corruption == MIXED else []
                     units.append(UnitSpec({"model": model_name, "seed": seed, "corruption": corruption, "severity": sev,
                                            "mixed_of": mixed_of, "row": seed * len(setup.streams) + i,
                                            "savings": setup.savings, "config": params}))
+    planned = {c for setup in setups.values() for c, _ in setup.streams}
+    unknown = sorted(set(cfg.only_streams or ()) - planned)
+    if unknown:
+        from edgeprune.errors import UsageError
+
+        raise UsageError(f"--only-streams {' '.join(unknown)}: not a stream of this run (its streams: "
+                         f"{', '.join(sorted(planned))}; a corruption needs a severity in the window and --corruptions)")
     return units
 
 
