@@ -4,7 +4,10 @@ against MSE + logit KL (distill/logit_term.py), and learning rates.
     python tools/make_photo_stream.py STREAM --n 1300 --mix clean,fog,gaussian_noise --severity 2
     python tools/probe_logit_kd.py STREAM 100 0:1 1:1 1:4 0:1:0.05 [--evals 30,60,100]
 
-Each variant is WEIGHT:TEMPERATURE[:LR[:DECAY_EVERY]] (the fraction of the steps between x0.1). Every variant is the real ``distill.Distiller`` at the
+Each variant is WEIGHT:TEMPERATURE[:LR[:DECAY_EVERY[:BATCH]]] (DECAY_EVERY: the fraction of the steps
+between x0.1). A variant with a smaller BATCH than the default 64 runs 64/BATCH times the steps, as
+many per round as the 64-image variants run one, so every variant sees the same number of images by
+each round; STEPS, --evals and the printed step count rounds of 64 images. Every variant is the real ``distill.Distiller`` at the
 adapt recipe (suffix scope, micro-batches of 32, early stop and keep-best on the 64-image
 validation slice) with the student BatchNorm mode fixed (--student-bn, default frozen: what
 ``auto`` chooses on efficientnet_lite0) and teacher statistics source; the same pruned student
@@ -52,7 +55,8 @@ def parse_variant(text: str, base_lr: float) -> dict:
     parts = [float(p) for p in text.split(":")]
     return {"name": text, "logit_weight": parts[0], "logit_temperature": parts[1] if len(parts) > 1 else 1.0,
             "lr": parts[2] if len(parts) > 2 else base_lr,
-            "decay_every": parts[3] if len(parts) > 3 else DistillConfig().decay_every}
+            "decay_every": parts[3] if len(parts) > 3 else DistillConfig().decay_every,
+            "batch": int(parts[4]) if len(parts) > 4 else DistillConfig().batch_size}
 
 
 def main() -> None:
@@ -89,8 +93,13 @@ def main() -> None:
     print("pruned, not distilled", before, flush=True)
     hw = plan_hardware("fp32", "cpu", set_threads=False)
     runs = []
+    base_batch = DistillConfig().batch_size
     for v in (parse_variant(t, args.lr) for t in args.variants):
-        cfg = dataclasses.replace(DistillConfig(), steps=args.steps, student_bn=args.student_bn, lr=v["lr"],
+        if base_batch % v["batch"]:
+            sys.exit(f"variant {v['name']}: BATCH must divide {base_batch}")
+        v["per_round"] = base_batch // v["batch"]
+        cfg = dataclasses.replace(DistillConfig(), steps=args.steps * v["per_round"], batch_size=v["batch"],
+                                  micro_batch=min(v["batch"], DistillConfig().micro_batch), student_bn=args.student_bn, lr=v["lr"],
                                   logit_weight=v["logit_weight"], logit_temperature=v["logit_temperature"],
                                   decay_every=v["decay_every"], time_budget_minutes=args.time_budget)
         d = Distiller(remove_blocks(teacher, removed), entry, imgs.pixels[ft], targets.labels, cfg, prefix=targets.prefix,
@@ -98,10 +107,12 @@ def main() -> None:
         runs.append((v, d, {"curve": [], "seconds": 0.0}))
     for step in range(1, args.steps + 1):
         for v, d, log in runs:
-            t = time.perf_counter()
-            if d.step() or d.result.steps_done == step:
-                log["seconds"] += time.perf_counter() - t
-            if step in evals and d.result.steps_done == step:
+            own = step * v["per_round"]  # this variant's step count at the end of the round
+            for _ in range(v["per_round"]):
+                t = time.perf_counter()
+                if d.step() or d.result.steps_done <= own:
+                    log["seconds"] += time.perf_counter() - t
+            if step in evals and d.result.steps_done == own:
                 m = rounded(fidelity_metrics(original, held_logits(d.student, entry, imgs.pixels[held])))
                 if original_ft is not None:
                     m["distilled_on"] = rounded(fidelity_metrics(original_ft, held_logits(d.student, entry, imgs.pixels[ft])))
@@ -113,7 +124,7 @@ def main() -> None:
     for v, d, log in runs:
         res = d.finish()
         kept = rounded(fidelity_metrics(original, held_logits(d.student, entry, imgs.pixels[held])))
-        row = {**v, "model": args.model, "removed": removed, "student_bn": args.student_bn, "steps": args.steps,
+        row = {**v, "model": args.model, "removed": removed, "student_bn": args.student_bn, "steps": args.steps * v["per_round"],
                "steps_done": res.steps_done, "step_seconds": round(log["seconds"] / max(res.steps_done, 1), 2),
                "before": before, "curve": log["curve"], "kept": res.kept, "after_keep_best": kept,
                "early_stop": {k: res.early_stop.get(k) for k in ("stopped_at", "reason", "checks", "lr_events")},
