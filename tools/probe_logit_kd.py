@@ -7,7 +7,8 @@ against MSE + logit KL (distill/logit_term.py), and learning rates.
 Each variant is WEIGHT:TEMPERATURE[:LR[:DECAY_EVERY[:BATCH]]] (DECAY_EVERY: the fraction of the steps
 between x0.1). A variant with a smaller BATCH than the default 64 runs 64/BATCH times the steps, as
 many per round as the 64-image variants run one, so every variant sees the same number of images by
-each round; STEPS, --evals and the printed step count rounds of 64 images. Every variant is the real ``distill.Distiller`` at the
+each round; STEPS, --evals and the printed step number count rounds of 64 images.
+Every variant is the real ``distill.Distiller`` at the
 adapt recipe (suffix scope, micro-batches of 32, early stop and keep-best on the 64-image
 validation slice) with the student BatchNorm mode fixed (--student-bn, default frozen: what
 ``auto`` chooses on efficientnet_lite0) and teacher statistics source; the same pruned student
@@ -110,8 +111,8 @@ def main() -> None:
             own = step * v["per_round"]  # this variant's step count at the end of the round
             for _ in range(v["per_round"]):
                 t = time.perf_counter()
-                if d.step() or d.result.steps_done <= own:
-                    log["seconds"] += time.perf_counter() - t
+                d.step()  # a no-op once the variant has finished, so its time adds nothing
+                log["seconds"] += time.perf_counter() - t
             if step in evals and d.result.steps_done == own:
                 m = rounded(fidelity_metrics(original, held_logits(d.student, entry, imgs.pixels[held])))
                 if original_ft is not None:
