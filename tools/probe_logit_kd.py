@@ -94,13 +94,14 @@ def main() -> None:
     print("pruned, not distilled", before, flush=True)
     hw = plan_hardware("fp32", "cpu", set_threads=False)
     runs = []
-    base_batch = DistillConfig().batch_size
+    base = DistillConfig()
     for v in (parse_variant(t, args.lr) for t in args.variants):
-        if base_batch % v["batch"]:
-            sys.exit(f"variant {v['name']}: BATCH must divide {base_batch}")
-        v["per_round"] = base_batch // v["batch"]
-        cfg = dataclasses.replace(DistillConfig(), steps=args.steps * v["per_round"], batch_size=v["batch"],
-                                  micro_batch=min(v["batch"], DistillConfig().micro_batch), student_bn=args.student_bn, lr=v["lr"],
+        if base.batch_size % v["batch"]:
+            sys.exit(f"variant {v['name']}: BATCH must divide {base.batch_size}")
+        v["per_round"] = base.batch_size // v["batch"]
+        v["steps"] = args.steps * v["per_round"]
+        cfg = dataclasses.replace(base, steps=v["steps"], batch_size=v["batch"],
+                                  micro_batch=min(v["batch"], base.micro_batch), student_bn=args.student_bn, lr=v["lr"],
                                   logit_weight=v["logit_weight"], logit_temperature=v["logit_temperature"],
                                   decay_every=v["decay_every"], time_budget_minutes=args.time_budget)
         d = Distiller(remove_blocks(teacher, removed), entry, imgs.pixels[ft], targets.labels, cfg, prefix=targets.prefix,
@@ -125,7 +126,7 @@ def main() -> None:
     for v, d, log in runs:
         res = d.finish()
         kept = rounded(fidelity_metrics(original, held_logits(d.student, entry, imgs.pixels[held])))
-        row = {**v, "model": args.model, "removed": removed, "student_bn": args.student_bn, "steps": args.steps * v["per_round"],
+        row = {**v, "model": args.model, "removed": removed, "student_bn": args.student_bn,
                "steps_done": res.steps_done, "step_seconds": round(log["seconds"] / max(res.steps_done, 1), 2),
                "before": before, "curve": log["curve"], "kept": res.kept, "after_keep_best": kept,
                "early_stop": {k: res.early_stop.get(k) for k in ("stopped_at", "reason", "checks", "lr_events")},
